@@ -1,0 +1,67 @@
+//! The `cutover` binary: the proxy, its admin CLI, and an embedded upstream.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use cutover::embedded::EmbeddedUpstream;
+
+#[derive(Parser)]
+#[command(name = "cutover", version, about = "Zero-downtime migrations for Qdrant collections")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one embedded upstream: Qdrant's gRPC and REST APIs on the real Qdrant engine, in-process.
+    Embedded {
+        /// Directory holding the collections; created if missing.
+        #[arg(long, default_value = "./data/embedded")]
+        data: PathBuf,
+        /// gRPC listen address.
+        #[arg(long, default_value = "127.0.0.1:6334")]
+        grpc: SocketAddr,
+        /// REST listen address.
+        #[arg(long, default_value = "127.0.0.1:6333")]
+        rest: SocketAddr,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Embedded { data, grpc, rest } => {
+            let upstream = EmbeddedUpstream::start(&data, grpc, rest)
+                .await
+                .context("starting the embedded upstream")?;
+            println!(
+                "embedded Qdrant upstream: gRPC {} REST {} data {}",
+                upstream.grpc_url(),
+                upstream.rest_url(),
+                data.display()
+            );
+            shutdown_signal().await;
+            upstream.stop().await;
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
