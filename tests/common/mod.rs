@@ -1,0 +1,159 @@
+//! Shared test support: an embedded upstream on ephemeral ports in a temporary
+//! directory, a deterministic data set, and brute-force answers to check
+//! the engine's against.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use cutover::embedded::EmbeddedUpstream;
+use serde_json::{Value, json};
+
+pub struct TestUpstream {
+    pub upstream: EmbeddedUpstream,
+    pub dir: tempfile::TempDir,
+}
+
+pub async fn start_upstream() -> TestUpstream {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let upstream = start_in(dir.path()).await;
+    TestUpstream { upstream, dir }
+}
+
+pub async fn start_in(path: &std::path::Path) -> EmbeddedUpstream {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    EmbeddedUpstream::start(path, any, any)
+        .await
+        .expect("embedded upstream starts")
+}
+
+/// A small deterministic generator (SplitMix64), so runs are reproducible.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1).
+    pub fn next_f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+
+    pub fn vector(&mut self, dim: usize) -> Vec<f32> {
+        (0..dim).map(|_| self.next_f32()).collect()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct TestPoint {
+    pub id: u64,
+    pub vector: Vec<f32>,
+    pub payload: Value,
+}
+
+/// Points with a keyword `group`, an integer `n`, a float `score` and a `tags` list.
+pub fn dataset(count: u64, dim: usize, seed: u64) -> Vec<TestPoint> {
+    let mut rng = Rng::new(seed);
+    (1..=count)
+        .map(|id| TestPoint {
+            id,
+            vector: rng.vector(dim),
+            payload: json!({
+                "group": format!("g{}", id % 5),
+                "n": id,
+                "score": (id % 100) as f64 / 10.0,
+                "tags": [format!("t{}", id % 3), format!("t{}", id % 7)],
+            }),
+        })
+        .collect()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    Cosine,
+    Dot,
+    Euclid,
+}
+
+impl Metric {
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Cosine => "Cosine",
+            Metric::Dot => "Dot",
+            Metric::Euclid => "Euclid",
+        }
+    }
+
+    /// Qdrant's score: higher is better for cosine and dot; for euclid the
+    /// score is the distance and smaller is better.
+    pub fn score(self, a: &[f32], b: &[f32]) -> f32 {
+        let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        match self {
+            Metric::Dot => dot,
+            Metric::Cosine => {
+                let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+                let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+                dot / (na * nb)
+            }
+            Metric::Euclid => a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f32>().sqrt(),
+        }
+    }
+
+    pub fn better(self, a: f32, b: f32) -> bool {
+        match self {
+            Metric::Euclid => a < b,
+            _ => a > b,
+        }
+    }
+}
+
+/// The ids of the `limit` best points for `query` among those `keep` accepts.
+pub fn brute_force(
+    points: &[TestPoint],
+    metric: Metric,
+    query: &[f32],
+    limit: usize,
+    keep: impl Fn(&TestPoint) -> bool,
+) -> Vec<(u64, f32)> {
+    let mut scored: Vec<(u64, f32)> = points
+        .iter()
+        .filter(|p| keep(p))
+        .map(|p| (p.id, metric.score(&p.vector, query)))
+        .collect();
+    scored.sort_by(|a, b| {
+        if metric.better(a.1, b.1) {
+            std::cmp::Ordering::Less
+        } else if metric.better(b.1, a.1) {
+            std::cmp::Ordering::Greater
+        } else {
+            a.0.cmp(&b.0)
+        }
+    });
+    scored.truncate(limit);
+    scored
+}
+
+/// Checks an answer against brute force: the same ids in the same order,
+/// scores within float tolerance. Where two scores tie within tolerance,
+/// their order may differ.
+pub fn assert_same_ranking(got: &[(u64, f32)], want: &[(u64, f32)], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: result count, got {got:?} want {want:?}");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g.1 - w.1).abs() <= 1e-4 * w.1.abs().max(1.0),
+            "{what}: score at rank {i}: got {g:?} want {w:?}"
+        );
+        if g.0 != w.0 {
+            let tie = want.iter().any(|o| o.0 == g.0 && (o.1 - g.1).abs() <= 1e-5);
+            assert!(tie, "{what}: id at rank {i}: got {got:?}\nwant {want:?}");
+        }
+    }
+}
