@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use cutover::embedded::EmbeddedUpstream;
 
 #[derive(Parser)]
-#[command(name = "cutover", version, about = "Zero-downtime migrations for Qdrant collections")]
+#[command(
+    name = "cutover",
+    version,
+    about = "Zero-downtime migrations for Qdrant collections"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -34,8 +38,7 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();

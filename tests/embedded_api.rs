@@ -13,17 +13,44 @@ use serde_json::{Value, json};
 /// What the scenario needs of a protocol.
 trait Driver {
     async fn create(&self, name: &str, vectors: Value) -> Result<(), Failure>;
-    async fn upsert(&self, name: &str, points: &[TestPoint], vector_name: Option<&str>) -> Result<(), Failure>;
+    async fn upsert(
+        &self,
+        name: &str,
+        points: &[TestPoint],
+        vector_name: Option<&str>,
+    ) -> Result<(), Failure>;
     async fn upsert_named(&self, name: &str, points: &[NamedPoint]) -> Result<(), Failure>;
-    async fn search(&self, name: &str, query: &[f32], using: Option<&str>, filter: Option<&FilterCase>, limit: u64) -> Result<Vec<(u64, f32)>, Failure>;
+    async fn search(
+        &self,
+        name: &str,
+        query: &[f32],
+        using: Option<&str>,
+        filter: Option<&FilterCase>,
+        limit: u64,
+    ) -> Result<Vec<(u64, f32)>, Failure>;
     async fn count(&self, name: &str, filter: Option<&FilterCase>) -> Result<u64, Failure>;
     /// One scroll page: ids and the next offset.
-    async fn scroll(&self, name: &str, offset: Option<u64>, limit: u32) -> Result<(Vec<u64>, Option<u64>), Failure>;
+    async fn scroll(
+        &self,
+        name: &str,
+        offset: Option<u64>,
+        limit: u32,
+    ) -> Result<(Vec<u64>, Option<u64>), Failure>;
     async fn delete_ids(&self, name: &str, ids: &[u64]) -> Result<(), Failure>;
     async fn delete_filter(&self, name: &str, filter: &FilterCase) -> Result<(), Failure>;
     async fn set_payload(&self, name: &str, ids: &[u64], payload: Value) -> Result<(), Failure>;
-    async fn overwrite_payload(&self, name: &str, ids: &[u64], payload: Value) -> Result<(), Failure>;
-    async fn delete_payload_keys(&self, name: &str, ids: &[u64], keys: &[&str]) -> Result<(), Failure>;
+    async fn overwrite_payload(
+        &self,
+        name: &str,
+        ids: &[u64],
+        payload: Value,
+    ) -> Result<(), Failure>;
+    async fn delete_payload_keys(
+        &self,
+        name: &str,
+        ids: &[u64],
+        keys: &[&str],
+    ) -> Result<(), Failure>;
     async fn clear_payload(&self, name: &str, ids: &[u64]) -> Result<(), Failure>;
     async fn payload(&self, name: &str, id: u64) -> Result<Option<Value>, Failure>;
     async fn call_unsupported(&self, name: &str) -> Result<(), Failure>;
@@ -59,7 +86,11 @@ fn filter_cases() -> Vec<FilterCase> {
             rest: json!({ "must": [{ "key": "n", "range": { "gte": 100, "lt": 1500 } }] }),
             grpc: Filter::must([Condition::range(
                 "n",
-                Range { gte: Some(100.0), lt: Some(1500.0), ..Default::default() },
+                Range {
+                    gte: Some(100.0),
+                    lt: Some(1500.0),
+                    ..Default::default()
+                },
             )]),
             keep: |p| (100..1500).contains(&p.id),
         },
@@ -74,12 +105,27 @@ fn filter_cases() -> Vec<FilterCase> {
                 "must_not": [{ "key": "n", "range": { "gt": 2500 } }]
             }),
             grpc: Filter {
-                must: vec![Condition::matches("group", vec!["g1".to_string(), "g3".to_string()])],
+                must: vec![Condition::matches(
+                    "group",
+                    vec!["g1".to_string(), "g3".to_string()],
+                )],
                 should: vec![
-                    Condition::range("score", Range { lt: Some(2.5), ..Default::default() }),
+                    Condition::range(
+                        "score",
+                        Range {
+                            lt: Some(2.5),
+                            ..Default::default()
+                        },
+                    ),
                     Condition::matches("tags", "t0".to_string()),
                 ],
-                must_not: vec![Condition::range("n", Range { gt: Some(2500.0), ..Default::default() })],
+                must_not: vec![Condition::range(
+                    "n",
+                    Range {
+                        gt: Some(2500.0),
+                        ..Default::default()
+                    },
+                )],
                 ..Default::default()
             },
             keep: |p| {
@@ -104,15 +150,20 @@ fn grpc_failure(status: qdrant_client::QdrantError) -> Failure {
             code: format!("{:?}", status.code()),
             message: status.message().to_owned(),
         },
-        other => Failure { code: "client".into(), message: other.to_string() },
+        other => Failure {
+            code: "client".into(),
+            message: other.to_string(),
+        },
     }
 }
 
 fn pb_ids(ids: &[u64]) -> pb::PointsSelector {
     pb::PointsSelector {
-        points_selector_one_of: Some(pb::points_selector::PointsSelectorOneOf::Points(pb::PointsIdsList {
-            ids: ids.iter().map(|&id| id.into()).collect(),
-        })),
+        points_selector_one_of: Some(pb::points_selector::PointsSelectorOneOf::Points(
+            pb::PointsIdsList {
+                ids: ids.iter().map(|&id| id.into()).collect(),
+            },
+        )),
     }
 }
 
@@ -138,18 +189,34 @@ impl Driver for Grpc {
             pb::vectors_config::Config::Params(params(&vectors))
         } else {
             pb::vectors_config::Config::ParamsMap(pb::VectorParamsMap {
-                map: vectors.as_object().unwrap().iter().map(|(k, v)| (k.clone(), params(v))).collect(),
+                map: vectors
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), params(v)))
+                    .collect(),
             })
         };
         let request = pb::CreateCollection {
             collection_name: name.into(),
-            vectors_config: Some(pb::VectorsConfig { config: Some(config) }),
+            vectors_config: Some(pb::VectorsConfig {
+                config: Some(config),
+            }),
             ..Default::default()
         };
-        self.0.create_collection(request).await.map(|_| ()).map_err(grpc_failure)
+        self.0
+            .create_collection(request)
+            .await
+            .map(|_| ())
+            .map_err(grpc_failure)
     }
 
-    async fn upsert(&self, name: &str, points: &[TestPoint], vector_name: Option<&str>) -> Result<(), Failure> {
+    async fn upsert(
+        &self,
+        name: &str,
+        points: &[TestPoint],
+        vector_name: Option<&str>,
+    ) -> Result<(), Failure> {
         let points: Vec<pb::PointStruct> = points
             .iter()
             .map(|p| {
@@ -164,31 +231,65 @@ impl Driver for Grpc {
                 }
             })
             .collect();
-        let request = pb::UpsertPoints { collection_name: name.into(), wait: Some(true), points, ..Default::default() };
-        self.0.upsert_points(request).await.map(|_| ()).map_err(grpc_failure)
+        let request = pb::UpsertPoints {
+            collection_name: name.into(),
+            wait: Some(true),
+            points,
+            ..Default::default()
+        };
+        self.0
+            .upsert_points(request)
+            .await
+            .map(|_| ())
+            .map_err(grpc_failure)
     }
 
     async fn upsert_named(&self, name: &str, points: &[NamedPoint]) -> Result<(), Failure> {
         let points = points
             .iter()
-            .map(|(id, vectors)| pb::PointStruct::new(*id, vectors.clone(), qdrant_client::Payload::new()))
+            .map(|(id, vectors)| {
+                pb::PointStruct::new(*id, vectors.clone(), qdrant_client::Payload::new())
+            })
             .collect();
-        let request = pb::UpsertPoints { collection_name: name.into(), wait: Some(true), points, ..Default::default() };
-        self.0.upsert_points(request).await.map(|_| ()).map_err(grpc_failure)
+        let request = pb::UpsertPoints {
+            collection_name: name.into(),
+            wait: Some(true),
+            points,
+            ..Default::default()
+        };
+        self.0
+            .upsert_points(request)
+            .await
+            .map(|_| ())
+            .map_err(grpc_failure)
     }
 
-    async fn search(&self, name: &str, query: &[f32], using: Option<&str>, filter: Option<&FilterCase>, limit: u64) -> Result<Vec<(u64, f32)>, Failure> {
+    async fn search(
+        &self,
+        name: &str,
+        query: &[f32],
+        using: Option<&str>,
+        filter: Option<&FilterCase>,
+        limit: u64,
+    ) -> Result<Vec<(u64, f32)>, Failure> {
         let request = pb::SearchPoints {
             collection_name: name.into(),
             vector: query.to_vec(),
             vector_name: using.map(Into::into),
             filter: filter.map(|f| f.grpc.clone()),
             limit,
-            params: Some(pb::SearchParams { exact: Some(true), ..Default::default() }),
+            params: Some(pb::SearchParams {
+                exact: Some(true),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let response = self.0.search_points(request).await.map_err(grpc_failure)?;
-        Ok(response.result.into_iter().map(|p| (num_id(p.id), p.score)).collect())
+        Ok(response
+            .result
+            .into_iter()
+            .map(|p| (num_id(p.id), p.score))
+            .collect())
     }
 
     async fn count(&self, name: &str, filter: Option<&FilterCase>) -> Result<u64, Failure> {
@@ -202,7 +303,12 @@ impl Driver for Grpc {
         Ok(response.result.unwrap().count)
     }
 
-    async fn scroll(&self, name: &str, offset: Option<u64>, limit: u32) -> Result<(Vec<u64>, Option<u64>), Failure> {
+    async fn scroll(
+        &self,
+        name: &str,
+        offset: Option<u64>,
+        limit: u32,
+    ) -> Result<(Vec<u64>, Option<u64>), Failure> {
         let request = pb::ScrollPoints {
             collection_name: name.into(),
             offset: offset.map(Into::into),
@@ -215,8 +321,17 @@ impl Driver for Grpc {
     }
 
     async fn delete_ids(&self, name: &str, ids: &[u64]) -> Result<(), Failure> {
-        let request = pb::DeletePoints { collection_name: name.into(), wait: Some(true), points: Some(pb_ids(ids)), ..Default::default() };
-        self.0.delete_points(request).await.map(|_| ()).map_err(grpc_failure)
+        let request = pb::DeletePoints {
+            collection_name: name.into(),
+            wait: Some(true),
+            points: Some(pb_ids(ids)),
+            ..Default::default()
+        };
+        self.0
+            .delete_points(request)
+            .await
+            .map(|_| ())
+            .map_err(grpc_failure)
     }
 
     async fn delete_filter(&self, name: &str, filter: &FilterCase) -> Result<(), Failure> {
@@ -226,7 +341,11 @@ impl Driver for Grpc {
             points: Some(filter.grpc.clone().into()),
             ..Default::default()
         };
-        self.0.delete_points(request).await.map(|_| ()).map_err(grpc_failure)
+        self.0
+            .delete_points(request)
+            .await
+            .map(|_| ())
+            .map_err(grpc_failure)
     }
 
     async fn set_payload(&self, name: &str, ids: &[u64], payload: Value) -> Result<(), Failure> {
@@ -237,10 +356,19 @@ impl Driver for Grpc {
             points_selector: Some(pb_ids(ids)),
             ..Default::default()
         };
-        self.0.set_payload(request).await.map(|_| ()).map_err(grpc_failure)
+        self.0
+            .set_payload(request)
+            .await
+            .map(|_| ())
+            .map_err(grpc_failure)
     }
 
-    async fn overwrite_payload(&self, name: &str, ids: &[u64], payload: Value) -> Result<(), Failure> {
+    async fn overwrite_payload(
+        &self,
+        name: &str,
+        ids: &[u64],
+        payload: Value,
+    ) -> Result<(), Failure> {
         let request = pb::SetPayloadPoints {
             collection_name: name.into(),
             wait: Some(true),
@@ -248,10 +376,19 @@ impl Driver for Grpc {
             points_selector: Some(pb_ids(ids)),
             ..Default::default()
         };
-        self.0.overwrite_payload(request).await.map(|_| ()).map_err(grpc_failure)
+        self.0
+            .overwrite_payload(request)
+            .await
+            .map(|_| ())
+            .map_err(grpc_failure)
     }
 
-    async fn delete_payload_keys(&self, name: &str, ids: &[u64], keys: &[&str]) -> Result<(), Failure> {
+    async fn delete_payload_keys(
+        &self,
+        name: &str,
+        ids: &[u64],
+        keys: &[&str],
+    ) -> Result<(), Failure> {
         let request = pb::DeletePayloadPoints {
             collection_name: name.into(),
             wait: Some(true),
@@ -259,12 +396,25 @@ impl Driver for Grpc {
             points_selector: Some(pb_ids(ids)),
             ..Default::default()
         };
-        self.0.delete_payload(request).await.map(|_| ()).map_err(grpc_failure)
+        self.0
+            .delete_payload(request)
+            .await
+            .map(|_| ())
+            .map_err(grpc_failure)
     }
 
     async fn clear_payload(&self, name: &str, ids: &[u64]) -> Result<(), Failure> {
-        let request = pb::ClearPayloadPoints { collection_name: name.into(), wait: Some(true), points: Some(pb_ids(ids)), ..Default::default() };
-        self.0.clear_payload(request).await.map(|_| ()).map_err(grpc_failure)
+        let request = pb::ClearPayloadPoints {
+            collection_name: name.into(),
+            wait: Some(true),
+            points: Some(pb_ids(ids)),
+            ..Default::default()
+        };
+        self.0
+            .clear_payload(request)
+            .await
+            .map(|_| ())
+            .map_err(grpc_failure)
     }
 
     async fn payload(&self, name: &str, id: u64) -> Result<Option<Value>, Failure> {
@@ -276,13 +426,26 @@ impl Driver for Grpc {
         };
         let response = self.0.get_points(request).await.map_err(grpc_failure)?;
         Ok(response.result.into_iter().next().map(|p| {
-            Value::Object(p.payload.into_iter().map(|(k, v)| (k, Value::from(v))).collect())
+            Value::Object(
+                p.payload
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::from(v)))
+                    .collect(),
+            )
         }))
     }
 
     async fn call_unsupported(&self, name: &str) -> Result<(), Failure> {
-        let request = pb::DiscoverPoints { collection_name: name.into(), limit: 3, ..Default::default() };
-        self.0.discover(request).await.map(|_| ()).map_err(grpc_failure)
+        let request = pb::DiscoverPoints {
+            collection_name: name.into(),
+            limit: 3,
+            ..Default::default()
+        };
+        self.0
+            .discover(request)
+            .await
+            .map(|_| ())
+            .map_err(grpc_failure)
     }
 }
 
@@ -294,21 +457,37 @@ struct Rest {
 }
 
 impl Rest {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, Failure> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, Failure> {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.map_err(|e| Failure { code: "client".into(), message: e.to_string() })?;
+        let response = request.send().await.map_err(|e| Failure {
+            code: "client".into(),
+            message: e.to_string(),
+        })?;
         let status = response.status();
-        let body: Value = response.json().await.map_err(|e| Failure { code: "client".into(), message: e.to_string() })?;
+        let body: Value = response.json().await.map_err(|e| Failure {
+            code: "client".into(),
+            message: e.to_string(),
+        })?;
         if status.is_success() {
             assert_eq!(body["status"], "ok", "a success carries status ok: {body}");
             assert!(body["time"].is_f64(), "a success carries the time: {body}");
             Ok(body["result"].clone())
         } else {
-            let message = body["status"]["error"].as_str().unwrap_or_else(|| panic!("an error envelope: {body}"));
-            Err(Failure { code: status.as_u16().to_string(), message: message.to_owned() })
+            let message = body["status"]["error"]
+                .as_str()
+                .unwrap_or_else(|| panic!("an error envelope: {body}"));
+            Err(Failure {
+                code: status.as_u16().to_string(),
+                message: message.to_owned(),
+            })
         }
     }
 
@@ -323,10 +502,20 @@ impl Rest {
 
 impl Driver for Rest {
     async fn create(&self, name: &str, vectors: Value) -> Result<(), Failure> {
-        self.put(&format!("/collections/{name}"), json!({ "vectors": vectors })).await.map(|_| ())
+        self.put(
+            &format!("/collections/{name}"),
+            json!({ "vectors": vectors }),
+        )
+        .await
+        .map(|_| ())
     }
 
-    async fn upsert(&self, name: &str, points: &[TestPoint], vector_name: Option<&str>) -> Result<(), Failure> {
+    async fn upsert(
+        &self,
+        name: &str,
+        points: &[TestPoint],
+        vector_name: Option<&str>,
+    ) -> Result<(), Failure> {
         let points: Vec<Value> = points
             .iter()
             .map(|p| {
@@ -337,15 +526,35 @@ impl Driver for Rest {
                 json!({ "id": p.id, "vector": vector, "payload": p.payload })
             })
             .collect();
-        self.put(&format!("/collections/{name}/points?wait=true"), json!({ "points": points })).await.map(|_| ())
+        self.put(
+            &format!("/collections/{name}/points?wait=true"),
+            json!({ "points": points }),
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn upsert_named(&self, name: &str, points: &[NamedPoint]) -> Result<(), Failure> {
-        let points: Vec<Value> = points.iter().map(|(id, vectors)| json!({ "id": id, "vector": vectors })).collect();
-        self.put(&format!("/collections/{name}/points?wait=true"), json!({ "points": points })).await.map(|_| ())
+        let points: Vec<Value> = points
+            .iter()
+            .map(|(id, vectors)| json!({ "id": id, "vector": vectors }))
+            .collect();
+        self.put(
+            &format!("/collections/{name}/points?wait=true"),
+            json!({ "points": points }),
+        )
+        .await
+        .map(|_| ())
     }
 
-    async fn search(&self, name: &str, query: &[f32], using: Option<&str>, filter: Option<&FilterCase>, limit: u64) -> Result<Vec<(u64, f32)>, Failure> {
+    async fn search(
+        &self,
+        name: &str,
+        query: &[f32],
+        using: Option<&str>,
+        filter: Option<&FilterCase>,
+        limit: u64,
+    ) -> Result<Vec<(u64, f32)>, Failure> {
         let vector = match using {
             None => json!(query),
             Some(n) => json!({ "name": n, "vector": query }),
@@ -356,59 +565,134 @@ impl Driver for Rest {
             "limit": limit,
             "params": { "exact": true },
         });
-        let result = self.post(&format!("/collections/{name}/points/search"), body).await?;
+        let result = self
+            .post(&format!("/collections/{name}/points/search"), body)
+            .await?;
         Ok(result
             .as_array()
             .unwrap()
             .iter()
-            .map(|p| (p["id"].as_u64().unwrap(), p["score"].as_f64().unwrap() as f32))
+            .map(|p| {
+                (
+                    p["id"].as_u64().unwrap(),
+                    p["score"].as_f64().unwrap() as f32,
+                )
+            })
             .collect())
     }
 
     async fn count(&self, name: &str, filter: Option<&FilterCase>) -> Result<u64, Failure> {
         let body = json!({ "filter": filter.map(|f| f.rest.clone()), "exact": true });
-        let result = self.post(&format!("/collections/{name}/points/count"), body).await?;
+        let result = self
+            .post(&format!("/collections/{name}/points/count"), body)
+            .await?;
         Ok(result["count"].as_u64().unwrap())
     }
 
-    async fn scroll(&self, name: &str, offset: Option<u64>, limit: u32) -> Result<(Vec<u64>, Option<u64>), Failure> {
+    async fn scroll(
+        &self,
+        name: &str,
+        offset: Option<u64>,
+        limit: u32,
+    ) -> Result<(Vec<u64>, Option<u64>), Failure> {
         let body = json!({ "offset": offset, "limit": limit });
-        let result = self.post(&format!("/collections/{name}/points/scroll"), body).await?;
-        let ids = result["points"].as_array().unwrap().iter().map(|p| p["id"].as_u64().unwrap()).collect();
+        let result = self
+            .post(&format!("/collections/{name}/points/scroll"), body)
+            .await?;
+        let ids = result["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_u64().unwrap())
+            .collect();
         Ok((ids, result["next_page_offset"].as_u64()))
     }
 
     async fn delete_ids(&self, name: &str, ids: &[u64]) -> Result<(), Failure> {
-        self.post(&format!("/collections/{name}/points/delete?wait=true"), json!({ "points": ids })).await.map(|_| ())
+        self.post(
+            &format!("/collections/{name}/points/delete?wait=true"),
+            json!({ "points": ids }),
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn delete_filter(&self, name: &str, filter: &FilterCase) -> Result<(), Failure> {
-        self.post(&format!("/collections/{name}/points/delete?wait=true"), json!({ "filter": filter.rest })).await.map(|_| ())
+        self.post(
+            &format!("/collections/{name}/points/delete?wait=true"),
+            json!({ "filter": filter.rest }),
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn set_payload(&self, name: &str, ids: &[u64], payload: Value) -> Result<(), Failure> {
-        self.post(&format!("/collections/{name}/points/payload?wait=true"), json!({ "payload": payload, "points": ids })).await.map(|_| ())
+        self.post(
+            &format!("/collections/{name}/points/payload?wait=true"),
+            json!({ "payload": payload, "points": ids }),
+        )
+        .await
+        .map(|_| ())
     }
 
-    async fn overwrite_payload(&self, name: &str, ids: &[u64], payload: Value) -> Result<(), Failure> {
-        self.put(&format!("/collections/{name}/points/payload?wait=true"), json!({ "payload": payload, "points": ids })).await.map(|_| ())
+    async fn overwrite_payload(
+        &self,
+        name: &str,
+        ids: &[u64],
+        payload: Value,
+    ) -> Result<(), Failure> {
+        self.put(
+            &format!("/collections/{name}/points/payload?wait=true"),
+            json!({ "payload": payload, "points": ids }),
+        )
+        .await
+        .map(|_| ())
     }
 
-    async fn delete_payload_keys(&self, name: &str, ids: &[u64], keys: &[&str]) -> Result<(), Failure> {
-        self.post(&format!("/collections/{name}/points/payload/delete?wait=true"), json!({ "keys": keys, "points": ids })).await.map(|_| ())
+    async fn delete_payload_keys(
+        &self,
+        name: &str,
+        ids: &[u64],
+        keys: &[&str],
+    ) -> Result<(), Failure> {
+        self.post(
+            &format!("/collections/{name}/points/payload/delete?wait=true"),
+            json!({ "keys": keys, "points": ids }),
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn clear_payload(&self, name: &str, ids: &[u64]) -> Result<(), Failure> {
-        self.post(&format!("/collections/{name}/points/payload/clear?wait=true"), json!({ "points": ids })).await.map(|_| ())
+        self.post(
+            &format!("/collections/{name}/points/payload/clear?wait=true"),
+            json!({ "points": ids }),
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn payload(&self, name: &str, id: u64) -> Result<Option<Value>, Failure> {
-        let result = self.post(&format!("/collections/{name}/points"), json!({ "ids": [id], "with_payload": true })).await?;
-        Ok(result.as_array().unwrap().first().map(|p| p["payload"].clone()))
+        let result = self
+            .post(
+                &format!("/collections/{name}/points"),
+                json!({ "ids": [id], "with_payload": true }),
+            )
+            .await?;
+        Ok(result
+            .as_array()
+            .unwrap()
+            .first()
+            .map(|p| p["payload"].clone()))
     }
 
     async fn call_unsupported(&self, name: &str) -> Result<(), Failure> {
-        self.post(&format!("/collections/{name}/points/discover"), json!({ "limit": 3 })).await.map(|_| ())
+        self.post(
+            &format!("/collections/{name}/points/discover"),
+            json!({ "limit": 3 }),
+        )
+        .await
+        .map(|_| ())
     }
 }
 
@@ -424,7 +708,10 @@ async fn scenario(driver: &impl Driver, codes: &Codes) {
     // Search ordering against brute force, for every distance.
     for metric in [Metric::Cosine, Metric::Dot, Metric::Euclid] {
         let name = format!("plain_{}", metric.name().to_lowercase());
-        driver.create(&name, json!({ "size": DIM, "distance": metric.name() })).await.unwrap();
+        driver
+            .create(&name, json!({ "size": DIM, "distance": metric.name() }))
+            .await
+            .unwrap();
         for chunk in points.chunks(500) {
             driver.upsert(&name, chunk, None).await.unwrap();
         }
@@ -442,9 +729,17 @@ async fn scenario(driver: &impl Driver, codes: &Codes) {
     for case in filter_cases() {
         let want_count = points.iter().filter(|p| (case.keep)(p)).count() as u64;
         assert!(want_count > 0, "{}: the case selects something", case.name);
-        assert_eq!(driver.count(name, Some(&case)).await.unwrap(), want_count, "{}", case.name);
+        assert_eq!(
+            driver.count(name, Some(&case)).await.unwrap(),
+            want_count,
+            "{}",
+            case.name
+        );
         let query = rng.vector(DIM);
-        let got = driver.search(name, &query, None, Some(&case), 20).await.unwrap();
+        let got = driver
+            .search(name, &query, None, Some(&case), 20)
+            .await
+            .unwrap();
         let want = brute_force(&points, Metric::Cosine, &query, 20, case.keep);
         assert_same_ranking(&got, &want, case.name);
     }
@@ -474,24 +769,43 @@ async fn scenario(driver: &impl Driver, codes: &Codes) {
     let cases = filter_cases();
     let by_filter = &cases[0];
     driver.delete_filter(name, by_filter).await.unwrap();
-    let remaining = points.iter().filter(|p| p.id > 100 && !(by_filter.keep)(p)).count() as u64;
+    let remaining = points
+        .iter()
+        .filter(|p| p.id > 100 && !(by_filter.keep)(p))
+        .count() as u64;
     assert_eq!(driver.count(name, None).await.unwrap(), remaining);
     assert_eq!(driver.count(name, Some(by_filter)).await.unwrap(), 0);
-    assert_eq!(driver.payload(name, 50).await.unwrap(), None, "a deleted point is gone");
+    assert_eq!(
+        driver.payload(name, 50).await.unwrap(),
+        None,
+        "a deleted point is gone"
+    );
 
     // Payload operations.
     let id = 1001; // group g1: survives both deletes
-    driver.set_payload(name, &[id], json!({ "color": "red", "n": -1 })).await.unwrap();
+    driver
+        .set_payload(name, &[id], json!({ "color": "red", "n": -1 }))
+        .await
+        .unwrap();
     let payload = driver.payload(name, id).await.unwrap().unwrap();
     assert_eq!(payload["color"], "red");
     assert_eq!(payload["n"], -1);
     assert_eq!(payload["group"], "g1", "set keeps the other keys");
-    driver.delete_payload_keys(name, &[id], &["color", "tags"]).await.unwrap();
+    driver
+        .delete_payload_keys(name, &[id], &["color", "tags"])
+        .await
+        .unwrap();
     let payload = driver.payload(name, id).await.unwrap().unwrap();
     assert!(payload.get("color").is_none() && payload.get("tags").is_none());
     assert_eq!(payload["group"], "g1");
-    driver.overwrite_payload(name, &[id], json!({ "only": true })).await.unwrap();
-    assert_eq!(driver.payload(name, id).await.unwrap().unwrap(), json!({ "only": true }));
+    driver
+        .overwrite_payload(name, &[id], json!({ "only": true }))
+        .await
+        .unwrap();
+    assert_eq!(
+        driver.payload(name, id).await.unwrap().unwrap(),
+        json!({ "only": true })
+    );
     driver.clear_payload(name, &[id]).await.unwrap();
     assert_eq!(driver.payload(name, id).await.unwrap().unwrap(), json!({}));
 
@@ -500,45 +814,97 @@ async fn scenario(driver: &impl Driver, codes: &Codes) {
     let texts = dataset(500, 8, 12);
     let named = "named";
     driver
-        .create(named, json!({
-            "image": { "size": 4, "distance": "Euclid" },
-            "text": { "size": 8, "distance": "Dot" },
-        }))
+        .create(
+            named,
+            json!({
+                "image": { "size": 4, "distance": "Euclid" },
+                "text": { "size": 8, "distance": "Dot" },
+            }),
+        )
         .await
         .unwrap();
     let pair = |i: &TestPoint, t: &TestPoint| -> NamedPoint {
-        (i.id, HashMap::from([("image".to_string(), i.vector.clone()), ("text".to_string(), t.vector.clone())]))
+        (
+            i.id,
+            HashMap::from([
+                ("image".to_string(), i.vector.clone()),
+                ("text".to_string(), t.vector.clone()),
+            ]),
+        )
     };
     let mut both: Vec<NamedPoint> = images.iter().zip(&texts).map(|(i, t)| pair(i, t)).collect();
     let complete = both.clone();
     both[400].1.remove("text");
     let err = driver.upsert_named(named, &both).await.unwrap_err();
-    assert_eq!(err.code, codes.bad_input, "a point without every vector is refused: {}", err.message);
-    assert_eq!(driver.count(named, None).await.unwrap(), 0, "a refused upsert wrote nothing");
+    assert_eq!(
+        err.code, codes.bad_input,
+        "a point without every vector is refused: {}",
+        err.message
+    );
+    assert_eq!(
+        driver.count(named, None).await.unwrap(),
+        0,
+        "a refused upsert wrote nothing"
+    );
     driver.upsert_named(named, &complete).await.unwrap();
     assert_eq!(driver.count(named, None).await.unwrap(), 500);
     let query = rng.vector(8);
-    let got = driver.search(named, &query, Some("text"), None, 10).await.unwrap();
-    assert_same_ranking(&got, &brute_force(&texts, Metric::Dot, &query, 10, |_| true), "named text");
+    let got = driver
+        .search(named, &query, Some("text"), None, 10)
+        .await
+        .unwrap();
+    assert_same_ranking(
+        &got,
+        &brute_force(&texts, Metric::Dot, &query, 10, |_| true),
+        "named text",
+    );
     let query = rng.vector(4);
-    let got = driver.search(named, &query, Some("image"), None, 10).await.unwrap();
-    assert_same_ranking(&got, &brute_force(&images, Metric::Euclid, &query, 10, |_| true), "named image");
+    let got = driver
+        .search(named, &query, Some("image"), None, 10)
+        .await
+        .unwrap();
+    assert_same_ranking(
+        &got,
+        &brute_force(&images, Metric::Euclid, &query, 10, |_| true),
+        "named image",
+    );
 
     // Errors, with Qdrant's codes and messages.
     let err = driver.count("missing", None).await.unwrap_err();
     assert_eq!(err.code, codes.not_found);
-    assert_eq!(err.message, "Not found: Collection `missing` doesn't exist!");
-    let err = driver.upsert(name, &dataset(1, DIM - 1, 3), None).await.unwrap_err();
+    assert_eq!(
+        err.message,
+        "Not found: Collection `missing` doesn't exist!"
+    );
+    let err = driver
+        .upsert(name, &dataset(1, DIM - 1, 3), None)
+        .await
+        .unwrap_err();
     assert_eq!(err.code, codes.bad_input);
-    assert!(err.message.contains(&format!("expected dim: {DIM}, got {}", DIM - 1)), "{}", err.message);
-    let err = driver.search(name, &[0.5; 3], None, None, 5).await.unwrap_err();
+    assert!(
+        err.message
+            .contains(&format!("expected dim: {DIM}, got {}", DIM - 1)),
+        "{}",
+        err.message
+    );
+    let err = driver
+        .search(name, &[0.5; 3], None, None, 5)
+        .await
+        .unwrap_err();
     assert_eq!(err.code, codes.bad_input, "{}", err.message);
-    let err = driver.create(name, json!({ "size": DIM, "distance": "Dot" })).await.unwrap_err();
+    let err = driver
+        .create(name, json!({ "size": DIM, "distance": "Dot" }))
+        .await
+        .unwrap_err();
     assert_eq!(err.code, codes.already_exists);
     assert!(err.message.contains("already exists"), "{}", err.message);
     let err = driver.call_unsupported(name).await.unwrap_err();
     assert_eq!(err.code, codes.unimplemented);
-    assert!(err.message.contains("Discover") || err.message.contains("discover"), "{}", err.message);
+    assert!(
+        err.message.contains("Discover") || err.message.contains("discover"),
+        "{}",
+        err.message
+    );
 }
 
 struct Codes {
@@ -552,7 +918,12 @@ struct Codes {
 async fn grpc_scenario() {
     let t = start_upstream().await;
     let client = Qdrant::from_url(&t.upstream.grpc_url()).build().unwrap();
-    let codes = Codes { not_found: "NotFound", bad_input: "InvalidArgument", already_exists: "AlreadyExists", unimplemented: "Unimplemented" };
+    let codes = Codes {
+        not_found: "NotFound",
+        bad_input: "InvalidArgument",
+        already_exists: "AlreadyExists",
+        unimplemented: "Unimplemented",
+    };
     scenario(&Grpc(client), &codes).await;
     t.upstream.stop().await;
 }
@@ -560,8 +931,16 @@ async fn grpc_scenario() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_scenario() {
     let t = start_upstream().await;
-    let rest = Rest { http: reqwest::Client::new(), base: t.upstream.rest_url() };
-    let codes = Codes { not_found: "404", bad_input: "400", already_exists: "409", unimplemented: "501" };
+    let rest = Rest {
+        http: reqwest::Client::new(),
+        base: t.upstream.rest_url(),
+    };
+    let codes = Codes {
+        not_found: "404",
+        bad_input: "400",
+        already_exists: "409",
+        unimplemented: "501",
+    };
     scenario(&rest, &codes).await;
     t.upstream.stop().await;
 }

@@ -73,7 +73,11 @@ async fn assert_holds(client: &Qdrant, name: &str, points: &[TestPoint]) {
             })
             .await
             .unwrap();
-        assert_eq!(got.result.len(), chunk.len(), "every acknowledged point is back");
+        assert_eq!(
+            got.result.len(),
+            chunk.len(),
+            "every acknowledged point is back"
+        );
         for (point, want) in got.result.iter().zip(chunk) {
             let n = point.payload["n"].clone();
             assert_eq!(serde_json::Value::from(n), want.payload["n"]);
@@ -106,7 +110,11 @@ async fn assert_holds(client: &Qdrant, name: &str, points: &[TestPoint]) {
             other => panic!("numeric id expected, got {other:?}"),
         })
         .collect();
-    assert_same_ranking(&got, &brute_force(points, Metric::Dot, &query, 10, |_| true), "after restart");
+    assert_same_ranking(
+        &got,
+        &brute_force(points, Metric::Dot, &query, 10, |_| true),
+        "after restart",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,7 +145,14 @@ struct Process {
 impl Process {
     fn start(data: &std::path::Path) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cutover"))
-            .args(["embedded", "--grpc", "127.0.0.1:0", "--rest", "127.0.0.1:0", "--data"])
+            .args([
+                "embedded",
+                "--grpc",
+                "127.0.0.1:0",
+                "--rest",
+                "127.0.0.1:0",
+                "--data",
+            ])
             .arg(data)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -186,7 +201,13 @@ async fn kill_9_loses_no_acknowledged_write() {
                     wait: Some(true),
                     points: chunk
                         .iter()
-                        .map(|p| pb::PointStruct::new(p.id, p.vector.clone(), qdrant_client::Payload::new()))
+                        .map(|p| {
+                            pb::PointStruct::new(
+                                p.id,
+                                p.vector.clone(),
+                                qdrant_client::Payload::new(),
+                            )
+                        })
                         .collect(),
                     ..Default::default()
                 })
@@ -207,7 +228,11 @@ async fn kill_9_loses_no_acknowledged_write() {
         })
         .await
         .unwrap();
-    assert_eq!(got.result.len(), acknowledged.len(), "every acknowledged write survived kill -9");
+    assert_eq!(
+        got.result.len(),
+        acknowledged.len(),
+        "every acknowledged write survived kill -9"
+    );
     // Points beyond the acknowledged ones came from the write cut short; drop
     // them so the full check below compares exactly the acknowledged set.
     client
@@ -216,7 +241,9 @@ async fn kill_9_loses_no_acknowledged_write() {
             wait: Some(true),
             points: Some(pb::PointsSelector {
                 points_selector_one_of: Some(pb::points_selector::PointsSelectorOneOf::Points(
-                    pb::PointsIdsList { ids: points[2400..].iter().map(|p| p.id.into()).collect() },
+                    pb::PointsIdsList {
+                        ids: points[2400..].iter().map(|p| p.id.into()).collect(),
+                    },
                 )),
             }),
             ..Default::default()

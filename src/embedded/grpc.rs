@@ -7,11 +7,12 @@ use qdrant_client::qdrant as pb;
 use qdrant_client::qdrant::collections_server::Collections;
 use qdrant_client::qdrant::points_server::Points;
 use qdrant_client::qdrant::qdrant_server::Qdrant;
+use qdrant_client::qdrant::snapshots_server::Snapshots;
 use tonic::{Request, Response, Status};
 
 use super::error::ApiError;
 use super::grpc_convert as conv;
-use super::model::{QueryRequest, Update, UpdateResult};
+use super::model::{QueryRequest, UpdateResult, Write};
 use super::rest::blocking;
 use super::store::Store;
 
@@ -28,7 +29,7 @@ impl EmbeddedGrpc {
     async fn write(
         &self,
         collection: &str,
-        updates: Vec<Update>,
+        updates: Vec<Write>,
         wait: Option<bool>,
     ) -> Result<Vec<UpdateResult>, Status> {
         let collection = self.store.collection(collection)?;
@@ -39,7 +40,7 @@ impl EmbeddedGrpc {
     async fn write_one(
         &self,
         collection: &str,
-        update: Result<Update, ApiError>,
+        update: Result<Write, ApiError>,
         wait: Option<bool>,
         started: Instant,
     ) -> Result<Response<pb::PointsOperationResponse>, Status> {
@@ -60,7 +61,13 @@ impl EmbeddedGrpc {
         Ok(blocking(move || {
             requests
                 .into_iter()
-                .map(|r| Ok(collection.query(r)?.into_iter().map(conv::pb_scored).collect()))
+                .map(|r| {
+                    Ok(collection
+                        .query(r)?
+                        .into_iter()
+                        .map(conv::pb_scored)
+                        .collect())
+                })
                 .collect()
         })
         .await?)
@@ -96,7 +103,9 @@ impl Collections for EmbeddedGrpc {
         request: Request<pb::GetCollectionInfoRequest>,
     ) -> Result<Response<pb::GetCollectionInfoResponse>, Status> {
         let started = Instant::now();
-        let collection = self.store.collection(&request.into_inner().collection_name)?;
+        let collection = self
+            .store
+            .collection(&request.into_inner().collection_name)?;
         let info = blocking(move || Ok(collection.info())).await?;
         Ok(Response::new(pb::GetCollectionInfoResponse {
             result: Some(conv::pb_collection_info(info)),
@@ -141,7 +150,7 @@ impl Collections for EmbeddedGrpc {
         &self,
         _request: Request<pb::UpdateCollection>,
     ) -> Result<Response<pb::CollectionOperationResponse>, Status> {
-        unsupported("/qdrant.Collections/Update")
+        unsupported("/qdrant.Collections/Write")
     }
 
     async fn delete(
@@ -236,7 +245,8 @@ impl Points for EmbeddedGrpc {
         let started = Instant::now();
         let r = request.into_inner();
         let update = conv::upsert(r.points, r.update_filter, r.update_mode);
-        self.write_one(&r.collection_name, update, r.wait, started).await
+        self.write_one(&r.collection_name, update, r.wait, started)
+            .await
     }
 
     async fn delete(
@@ -245,8 +255,9 @@ impl Points for EmbeddedGrpc {
     ) -> Result<Response<pb::PointsOperationResponse>, Status> {
         let started = Instant::now();
         let r = request.into_inner();
-        let update = conv::selector(r.points).map(Update::Delete);
-        self.write_one(&r.collection_name, update, r.wait, started).await
+        let update = conv::selector(r.points).map(Write::Delete);
+        self.write_one(&r.collection_name, update, r.wait, started)
+            .await
     }
 
     async fn get(
@@ -263,7 +274,8 @@ impl Points for EmbeddedGrpc {
         let with_payload = conv::with_payload(r.with_payload, true);
         let with_vector = conv::with_vectors(r.with_vectors);
         let collection = self.store.collection(&r.collection_name)?;
-        let records = blocking(move || collection.retrieve(&ids, with_payload, with_vector)).await?;
+        let records =
+            blocking(move || collection.retrieve(&ids, with_payload, with_vector)).await?;
         Ok(Response::new(pb::GetResponse {
             result: records.into_iter().map(conv::pb_record).collect(),
             time: elapsed(started),
@@ -278,7 +290,8 @@ impl Points for EmbeddedGrpc {
         let started = Instant::now();
         let r = request.into_inner();
         let update = conv::update_vectors(r.points, r.update_filter);
-        self.write_one(&r.collection_name, update, r.wait, started).await
+        self.write_one(&r.collection_name, update, r.wait, started)
+            .await
     }
 
     async fn delete_vectors(
@@ -287,11 +300,12 @@ impl Points for EmbeddedGrpc {
     ) -> Result<Response<pb::PointsOperationResponse>, Status> {
         let started = Instant::now();
         let r = request.into_inner();
-        let update = conv::selector(r.points_selector).map(|selector| Update::DeleteVectors {
+        let update = conv::selector(r.points_selector).map(|selector| Write::DeleteVectors {
             selector,
             names: conv::vector_names(r.vectors),
         });
-        self.write_one(&r.collection_name, update, r.wait, started).await
+        self.write_one(&r.collection_name, update, r.wait, started)
+            .await
     }
 
     async fn set_payload(
@@ -300,12 +314,13 @@ impl Points for EmbeddedGrpc {
     ) -> Result<Response<pb::PointsOperationResponse>, Status> {
         let started = Instant::now();
         let r = request.into_inner();
-        let update = conv::selector(r.points_selector).map(|selector| Update::SetPayload {
+        let update = conv::selector(r.points_selector).map(|selector| Write::SetPayload {
             payload: conv::payload(r.payload),
             selector,
             key: r.key,
         });
-        self.write_one(&r.collection_name, update, r.wait, started).await
+        self.write_one(&r.collection_name, update, r.wait, started)
+            .await
     }
 
     async fn overwrite_payload(
@@ -314,11 +329,12 @@ impl Points for EmbeddedGrpc {
     ) -> Result<Response<pb::PointsOperationResponse>, Status> {
         let started = Instant::now();
         let r = request.into_inner();
-        let update = conv::selector(r.points_selector).map(|selector| Update::OverwritePayload {
+        let update = conv::selector(r.points_selector).map(|selector| Write::OverwritePayload {
             payload: conv::payload(r.payload),
             selector,
         });
-        self.write_one(&r.collection_name, update, r.wait, started).await
+        self.write_one(&r.collection_name, update, r.wait, started)
+            .await
     }
 
     async fn delete_payload(
@@ -327,11 +343,12 @@ impl Points for EmbeddedGrpc {
     ) -> Result<Response<pb::PointsOperationResponse>, Status> {
         let started = Instant::now();
         let r = request.into_inner();
-        let update = conv::selector(r.points_selector).map(|selector| Update::DeletePayload {
+        let update = conv::selector(r.points_selector).map(|selector| Write::DeletePayload {
             keys: r.keys,
             selector,
         });
-        self.write_one(&r.collection_name, update, r.wait, started).await
+        self.write_one(&r.collection_name, update, r.wait, started)
+            .await
     }
 
     async fn clear_payload(
@@ -340,8 +357,9 @@ impl Points for EmbeddedGrpc {
     ) -> Result<Response<pb::PointsOperationResponse>, Status> {
         let started = Instant::now();
         let r = request.into_inner();
-        let update = conv::selector(r.points).map(Update::ClearPayload);
-        self.write_one(&r.collection_name, update, r.wait, started).await
+        let update = conv::selector(r.points).map(Write::ClearPayload);
+        self.write_one(&r.collection_name, update, r.wait, started)
+            .await
     }
 
     async fn create_field_index(
@@ -351,12 +369,13 @@ impl Points for EmbeddedGrpc {
         let started = Instant::now();
         let r = request.into_inner();
         let update = conv::field_schema(r.field_type, r.field_index_params).map(|schema| {
-            Update::CreateIndex {
+            Write::CreateIndex {
                 field: r.field_name,
                 schema,
             }
         });
-        self.write_one(&r.collection_name, update, r.wait, started).await
+        self.write_one(&r.collection_name, update, r.wait, started)
+            .await
     }
 
     async fn delete_field_index(
@@ -365,10 +384,11 @@ impl Points for EmbeddedGrpc {
     ) -> Result<Response<pb::PointsOperationResponse>, Status> {
         let started = Instant::now();
         let r = request.into_inner();
-        let update = Ok(Update::DeleteIndex {
+        let update = Ok(Write::DeleteIndex {
             field: r.field_name,
         });
-        self.write_one(&r.collection_name, update, r.wait, started).await
+        self.write_one(&r.collection_name, update, r.wait, started)
+            .await
     }
 
     async fn create_vector_name(
@@ -546,7 +566,10 @@ impl Points for EmbeddedGrpc {
         let started = Instant::now();
         let r = request.into_inner();
         let name = r.collection_name.clone();
-        let result = self.read(&name, vec![conv::query_points(r)?]).await?.remove(0);
+        let result = self
+            .read(&name, vec![conv::query_points(r)?])
+            .await?
+            .remove(0);
         Ok(Response::new(pb::QueryResponse {
             result,
             time: elapsed(started),
@@ -602,5 +625,51 @@ impl Points for EmbeddedGrpc {
         _request: Request<pb::SearchMatrixPoints>,
     ) -> Result<Response<pb::SearchMatrixOffsetsResponse>, Status> {
         unsupported("/qdrant.Points/SearchMatrixOffsets")
+    }
+}
+
+/// Snapshots are outside the subset: every method says so by name.
+#[tonic::async_trait]
+impl Snapshots for EmbeddedGrpc {
+    async fn create(
+        &self,
+        _request: Request<pb::CreateSnapshotRequest>,
+    ) -> Result<Response<pb::CreateSnapshotResponse>, Status> {
+        unsupported("/qdrant.Snapshots/Create")
+    }
+
+    async fn list(
+        &self,
+        _request: Request<pb::ListSnapshotsRequest>,
+    ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
+        unsupported("/qdrant.Snapshots/List")
+    }
+
+    async fn delete(
+        &self,
+        _request: Request<pb::DeleteSnapshotRequest>,
+    ) -> Result<Response<pb::DeleteSnapshotResponse>, Status> {
+        unsupported("/qdrant.Snapshots/Delete")
+    }
+
+    async fn create_full(
+        &self,
+        _request: Request<pb::CreateFullSnapshotRequest>,
+    ) -> Result<Response<pb::CreateSnapshotResponse>, Status> {
+        unsupported("/qdrant.Snapshots/CreateFull")
+    }
+
+    async fn list_full(
+        &self,
+        _request: Request<pb::ListFullSnapshotsRequest>,
+    ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
+        unsupported("/qdrant.Snapshots/ListFull")
+    }
+
+    async fn delete_full(
+        &self,
+        _request: Request<pb::DeleteFullSnapshotRequest>,
+    ) -> Result<Response<pb::DeleteSnapshotResponse>, Status> {
+        unsupported("/qdrant.Snapshots/DeleteFull")
     }
 }

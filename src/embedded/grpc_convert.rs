@@ -55,7 +55,11 @@ pub fn filter(filter: Option<pb::Filter>) -> Result<Option<Filter>, ApiError> {
 
 fn filter_json(filter: pb::Filter) -> Result<Value, ApiError> {
     let conditions = |list: Vec<pb::Condition>| -> Result<Value, ApiError> {
-        Ok(Value::Array(list.into_iter().map(condition_json).collect::<Result<_, _>>()?))
+        Ok(Value::Array(
+            list.into_iter()
+                .map(condition_json)
+                .collect::<Result<_, _>>()?,
+        ))
     };
     let mut json = json!({
         "must": conditions(filter.must)?,
@@ -122,7 +126,9 @@ fn field_condition_json(field: pb::FieldCondition) -> Result<Value, ApiError> {
         || field.geo_polygon.is_some()
         || field.datetime_range.is_some()
     {
-        return Err(ApiError::Unimplemented("Geo and datetime conditions".into()));
+        return Err(ApiError::Unimplemented(
+            "Geo and datetime conditions".into(),
+        ));
     }
     Ok(json)
 }
@@ -133,11 +139,18 @@ pub fn payload(map: HashMap<String, pb::Value>) -> Payload {
 
 fn pb_payload(payload: Option<Payload>) -> HashMap<String, pb::Value> {
     payload
-        .map(|p| p.0.into_iter().map(|(k, v)| (k, pb::Value::from(v))).collect())
+        .map(|p| {
+            p.0.into_iter()
+                .map(|(k, v)| (k, pb::Value::from(v)))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
-pub fn with_payload(selector: Option<pb::WithPayloadSelector>, default: bool) -> WithPayloadInterface {
+pub fn with_payload(
+    selector: Option<pb::WithPayloadSelector>,
+    default: bool,
+) -> WithPayloadInterface {
     use pb::with_payload_selector::SelectorOptions as S;
     let json = match selector.and_then(|s| s.selector_options) {
         None => return WithPayloadInterface::Bool(default),
@@ -177,7 +190,9 @@ fn vector(vector: pb::Vector) -> Result<VectorPersisted, ApiError> {
         None if vector.indices.is_none() && vector.vectors_count.is_none() => {
             Ok(VectorPersisted::Dense(vector.data))
         }
-        _ => Err(ApiError::Unimplemented("Sparse, multi and inference vectors".into())),
+        _ => Err(ApiError::Unimplemented(
+            "Sparse, multi and inference vectors".into(),
+        )),
     }
 }
 
@@ -212,7 +227,7 @@ pub fn upsert(
     points: Vec<pb::PointStruct>,
     update_filter: Option<pb::Filter>,
     update_mode: Option<i32>,
-) -> Result<Update, ApiError> {
+) -> Result<Write, ApiError> {
     let points = points
         .into_iter()
         .map(|p| {
@@ -223,7 +238,7 @@ pub fn upsert(
             })
         })
         .collect::<Result<_, ApiError>>()?;
-    Ok(Update::Upsert {
+    Ok(Write::Upsert {
         points,
         update_filter: filter(update_filter)?,
         mode: upsert_mode(update_mode)?,
@@ -233,7 +248,7 @@ pub fn upsert(
 pub fn update_vectors(
     points: Vec<pb::PointVectors>,
     update_filter: Option<pb::Filter>,
-) -> Result<Update, ApiError> {
+) -> Result<Write, ApiError> {
     let points = points
         .into_iter()
         .map(|p| {
@@ -243,7 +258,7 @@ pub fn update_vectors(
             })
         })
         .collect::<Result<_, ApiError>>()?;
-    Ok(Update::UpdateVectors {
+    Ok(Write::UpdateVectors {
         points,
         update_filter: filter(update_filter)?,
     })
@@ -254,33 +269,33 @@ pub fn vector_names(selector: Option<pb::VectorsSelector>) -> Vec<String> {
 }
 
 /// One operation of `UpdateBatch`.
-pub fn batch_operation(op: pb::PointsUpdateOperation) -> Result<Update, ApiError> {
+pub fn batch_operation(op: pb::PointsUpdateOperation) -> Result<Write, ApiError> {
     use pb::points_update_operation::Operation as O;
     #[allow(deprecated)]
     match op.operation {
         Some(O::Upsert(u)) => upsert(u.points, u.update_filter, u.update_mode),
-        Some(O::DeletePoints(d)) => Ok(Update::Delete(selector(d.points)?)),
-        Some(O::SetPayload(s)) => Ok(Update::SetPayload {
+        Some(O::DeletePoints(d)) => Ok(Write::Delete(selector(d.points)?)),
+        Some(O::SetPayload(s)) => Ok(Write::SetPayload {
             payload: payload(s.payload),
             selector: selector(s.points_selector)?,
             key: s.key,
         }),
-        Some(O::OverwritePayload(s)) => Ok(Update::OverwritePayload {
+        Some(O::OverwritePayload(s)) => Ok(Write::OverwritePayload {
             payload: payload(s.payload),
             selector: selector(s.points_selector)?,
         }),
-        Some(O::DeletePayload(d)) => Ok(Update::DeletePayload {
+        Some(O::DeletePayload(d)) => Ok(Write::DeletePayload {
             keys: d.keys,
             selector: selector(d.points_selector)?,
         }),
-        Some(O::ClearPayload(c)) => Ok(Update::ClearPayload(selector(c.points)?)),
+        Some(O::ClearPayload(c)) => Ok(Write::ClearPayload(selector(c.points)?)),
         Some(O::UpdateVectors(u)) => update_vectors(u.points, u.update_filter),
-        Some(O::DeleteVectors(d)) => Ok(Update::DeleteVectors {
+        Some(O::DeleteVectors(d)) => Ok(Write::DeleteVectors {
             selector: selector(d.points_selector)?,
             names: vector_names(d.vectors),
         }),
-        Some(O::DeleteDeprecated(s)) => Ok(Update::Delete(selector(Some(s))?)),
-        Some(O::ClearPayloadDeprecated(s)) => Ok(Update::ClearPayload(selector(Some(s))?)),
+        Some(O::DeleteDeprecated(s)) => Ok(Write::Delete(selector(Some(s))?)),
+        Some(O::ClearPayloadDeprecated(s)) => Ok(Write::ClearPayload(selector(Some(s))?)),
         None => Err(bad("Validation error: empty operation")),
     }
 }
@@ -352,16 +367,18 @@ pub fn recommend(r: pb::RecommendPoints) -> Result<QueryRequest, ApiError> {
     if r.lookup_from.is_some() {
         return Err(ApiError::Unimplemented("`lookup_from`".into()));
     }
-    let examples = |ids: Vec<pb::PointId>, vectors: Vec<pb::Vector>| -> Result<Vec<VectorInput>, ApiError> {
-        let mut inputs: Vec<VectorInput> = point_ids(ids)?.into_iter().map(VectorInput::Id).collect();
-        for v in vectors {
-            match vector(v)? {
-                VectorPersisted::Dense(d) => inputs.push(VectorInput::Dense(d)),
-                _ => unreachable!("vector() yields dense vectors only"),
+    let examples =
+        |ids: Vec<pb::PointId>, vectors: Vec<pb::Vector>| -> Result<Vec<VectorInput>, ApiError> {
+            let mut inputs: Vec<VectorInput> =
+                point_ids(ids)?.into_iter().map(VectorInput::Id).collect();
+            for v in vectors {
+                match vector(v)? {
+                    VectorPersisted::Dense(d) => inputs.push(VectorInput::Dense(d)),
+                    _ => unreachable!("vector() yields dense vectors only"),
+                }
             }
-        }
-        Ok(inputs)
-    };
+            Ok(inputs)
+        };
     Ok(QueryRequest {
         prefetch: Vec::new(),
         query: Some(Query::Recommend {
@@ -400,8 +417,16 @@ fn query(q: Option<pb::Query>) -> Result<Option<Query>, ApiError> {
     Ok(Some(match variant {
         V::Nearest(input) => Query::Nearest(vector_input(Some(input))?),
         V::Recommend(r) => Query::Recommend {
-            positive: r.positive.into_iter().map(|i| vector_input(Some(i))).collect::<Result<_, _>>()?,
-            negative: r.negative.into_iter().map(|i| vector_input(Some(i))).collect::<Result<_, _>>()?,
+            positive: r
+                .positive
+                .into_iter()
+                .map(|i| vector_input(Some(i)))
+                .collect::<Result<_, _>>()?,
+            negative: r
+                .negative
+                .into_iter()
+                .map(|i| vector_input(Some(i)))
+                .collect::<Result<_, _>>()?,
             strategy: recommend_strategy(r.strategy),
         },
         V::Fusion(f) if f == pb::Fusion::Rrf as i32 => Query::Rrf {
@@ -421,7 +446,11 @@ fn prefetch(p: pb::PrefetchQuery) -> Result<Prefetch, ApiError> {
         return Err(ApiError::Unimplemented("`lookup_from`".into()));
     }
     Ok(Prefetch {
-        prefetch: p.prefetch.into_iter().map(prefetch).collect::<Result<_, _>>()?,
+        prefetch: p
+            .prefetch
+            .into_iter()
+            .map(prefetch)
+            .collect::<Result<_, _>>()?,
         query: query(p.query)?,
         using: p.using.filter(|n| !n.is_empty()),
         filter: filter(p.filter)?,
@@ -436,7 +465,11 @@ pub fn query_points(q: pb::QueryPoints) -> Result<QueryRequest, ApiError> {
         return Err(ApiError::Unimplemented("`lookup_from`".into()));
     }
     Ok(QueryRequest {
-        prefetch: q.prefetch.into_iter().map(prefetch).collect::<Result<_, _>>()?,
+        prefetch: q
+            .prefetch
+            .into_iter()
+            .map(prefetch)
+            .collect::<Result<_, _>>()?,
         query: query(q.query)?,
         using: q.using.filter(|n| !n.is_empty()),
         filter: filter(q.filter)?,
@@ -668,10 +701,16 @@ pub fn pb_collection_info(info: CollectionInfo) -> pb::CollectionInfo {
     let vectors_config = match &info.config.vectors {
         VectorsConfig::Single(p) => Config::Params(pb_vector_params(p)),
         VectorsConfig::Named(map) => Config::ParamsMap(pb::VectorParamsMap {
-            map: map.iter().map(|(k, p)| (k.clone(), pb_vector_params(p))).collect(),
+            map: map
+                .iter()
+                .map(|(k, p)| (k.clone(), pb_vector_params(p)))
+                .collect(),
         }),
     };
-    let hnsw = info.config.hnsw_config.apply(qdrant_edge::HnswIndexConfig::default());
+    let hnsw = info
+        .config
+        .hnsw_config
+        .apply(qdrant_edge::HnswIndexConfig::default());
     #[allow(deprecated)]
     pb::CollectionInfo {
         status: pb::CollectionStatus::Green as i32,
@@ -701,16 +740,20 @@ pub fn pb_collection_info(info: CollectionInfo) -> pb::CollectionInfo {
             }),
             optimizer_config: Some(Default::default()),
             wal_config: Some(Default::default()),
-            quantization_config: info.config.quantization_config.as_ref().and_then(pb_quantization),
+            quantization_config: info
+                .config
+                .quantization_config
+                .as_ref()
+                .and_then(pb_quantization),
             ..Default::default()
         }),
         payload_schema: info
             .payload_schema
             .into_iter()
             .map(|(key, index)| {
-                let data_type = pb::PayloadSchemaType::from_str_name(
-                    &capitalize(&serde_json::to_value(index.data_type).unwrap_or_default()),
-                )
+                let data_type = pb::PayloadSchemaType::from_str_name(&capitalize(
+                    &serde_json::to_value(index.data_type).unwrap_or_default(),
+                ))
                 .unwrap_or(pb::PayloadSchemaType::UnknownType);
                 let schema = pb::PayloadSchemaInfo {
                     data_type: data_type as i32,

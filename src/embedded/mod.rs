@@ -23,6 +23,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use qdrant_client::qdrant::collections_server::CollectionsServer;
 use qdrant_client::qdrant::points_server::PointsServer;
 use qdrant_client::qdrant::qdrant_server::QdrantServer;
+use qdrant_client::qdrant::snapshots_server::SnapshotsServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -66,12 +67,24 @@ impl EmbeddedUpstream {
         let rest_listener = TcpListener::bind(rest)
             .await
             .map_err(|e| StartError::Bind(rest, e))?;
-        let grpc_addr = grpc_listener.local_addr().map_err(|e| StartError::Bind(grpc, e))?;
-        let rest_addr = rest_listener.local_addr().map_err(|e| StartError::Bind(rest, e))?;
+        let grpc_addr = grpc_listener
+            .local_addr()
+            .map_err(|e| StartError::Bind(grpc, e))?;
+        let rest_addr = rest_listener
+            .local_addr()
+            .map_err(|e| StartError::Bind(rest, e))?;
         let (shutdown, _) = watch::channel(false);
         let tasks = vec![
-            tokio::spawn(serve_grpc(grpc_listener, store.clone(), shutdown.subscribe())),
-            tokio::spawn(serve_rest(rest_listener, store.clone(), shutdown.subscribe())),
+            tokio::spawn(serve_grpc(
+                grpc_listener,
+                store.clone(),
+                shutdown.subscribe(),
+            )),
+            tokio::spawn(serve_rest(
+                rest_listener,
+                store.clone(),
+                shutdown.subscribe(),
+            )),
         ];
         tracing::info!(%grpc_addr, %rest_addr, data = %data_dir.display(), "embedded upstream listening");
         Ok(EmbeddedUpstream {
@@ -123,6 +136,7 @@ async fn serve_grpc(listener: TcpListener, store: Arc<Store>, mut shutdown: watc
     let service = grpc::EmbeddedGrpc::new(store);
     let result = tonic::transport::Server::builder()
         .add_service(QdrantServer::new(service.clone()))
+        .add_service(SnapshotsServer::new(service.clone()))
         .add_service(
             CollectionsServer::new(service.clone()).max_decoding_message_size(MAX_GRPC_MESSAGE),
         )
@@ -159,7 +173,9 @@ async fn serve_rest(listener: TcpListener, store: Arc<Store>, mut shutdown: watc
             let store = store.clone();
             async move { Ok::<_, std::convert::Infallible>(rest::handle(store, request).await) }
         });
-        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(err) = connection.await {

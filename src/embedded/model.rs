@@ -96,7 +96,7 @@ pub enum PointsSelector {
 
 /// One write, as both protocols name them.
 #[derive(Debug, Clone)]
-pub enum Update {
+pub enum Write {
     Upsert {
         points: Vec<PointStructPersisted>,
         update_filter: Option<Filter>,

@@ -61,7 +61,6 @@ impl OpLog {
         self.records = 0;
         Ok(())
     }
-
 }
 
 fn read_all(path: &Path) -> io::Result<Vec<UpdateOperation>> {

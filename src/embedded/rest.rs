@@ -9,7 +9,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::error::ApiError;
-use super::model::Update;
+use super::model::Write;
 use super::rest_json as body;
 use super::store::Store;
 
@@ -62,12 +62,18 @@ async fn route(
         }))),
         (&M::GET, ["healthz" | "livez" | "readyz"]) => Ok(Reply::Text("healthz check passed")),
         (&M::GET, ["collections"]) => {
-            let names: Vec<Value> = store.list().into_iter().map(|n| json!({ "name": n })).collect();
+            let names: Vec<Value> = store
+                .list()
+                .into_iter()
+                .map(|n| json!({ "name": n }))
+                .collect();
             ok(json!({ "collections": names }))
         }
         (&M::GET, ["collections", name]) => {
             let collection = store.collection(name)?;
-            ok(body::collection_info(blocking(move || Ok(collection.info())).await?))
+            ok(body::collection_info(
+                blocking(move || Ok(collection.info())).await?,
+            ))
         }
         (&M::PUT, ["collections", name]) => {
             let config = body::collection_config(json()?)?;
@@ -77,14 +83,18 @@ async fn route(
         }
         (&M::DELETE, ["collections", name]) => {
             let name = name.to_string();
-            ok(json!(blocking(move || store.delete_collection(&name)).await?))
+            ok(json!(
+                blocking(move || store.delete_collection(&name)).await?
+            ))
         }
         (&M::GET, ["collections", name, "exists"]) => ok(json!({ "exists": store.exists(name) })),
         (&M::PUT, ["collections", name, "index"]) => {
             write(store, name, vec![body::create_index(json()?)?], wait).await
         }
         (&M::DELETE, ["collections", name, "index", field]) => {
-            let update = Update::DeleteIndex { field: field.to_string() };
+            let update = Write::DeleteIndex {
+                field: field.to_string(),
+            };
             write(store, name, vec![update], wait).await
         }
         (&M::PUT, ["collections", name, "points"]) => {
@@ -117,7 +127,10 @@ async fn route(
                     "Validation error in JSON body: `operations` is required".into(),
                 ));
             };
-            let updates = ops.into_iter().map(body::batch_operation).collect::<Result<_, _>>()?;
+            let updates = ops
+                .into_iter()
+                .map(body::batch_operation)
+                .collect::<Result<_, _>>()?;
             let collection = store.collection(name)?;
             let results = blocking(move || collection.update(updates, wait)).await?;
             ok(json!(results))
@@ -127,11 +140,15 @@ async fn route(
             let collection = store.collection(name)?;
             let records =
                 blocking(move || collection.retrieve(&ids, with_payload, with_vector)).await?;
-            ok(Value::Array(records.into_iter().map(body::record).collect()))
+            ok(Value::Array(
+                records.into_iter().map(body::record).collect(),
+            ))
         }
         (&M::GET, ["collections", name, "points", id]) => {
             let id: qdrant_edge::PointId = serde_json::from_value(
-                id.parse::<u64>().map(Value::from).unwrap_or_else(|_| json!(id)),
+                id.parse::<u64>()
+                    .map(Value::from)
+                    .unwrap_or_else(|_| json!(id)),
             )
             .map_err(|_| ApiError::BadInput(format!("Unable to parse point id `{id}`")))?;
             let collection = store.collection(name)?;
@@ -165,31 +182,53 @@ async fn route(
         }
         (&M::POST, ["collections", name, "points", "search"]) => {
             let request = body::search(json()?)?;
-            read(store, name, vec![request]).await.map(|mut r| Reply::Enveloped(r.remove(0)))
+            read(store, name, vec![request])
+                .await
+                .map(|mut r| Reply::Enveloped(r.remove(0)))
         }
         (&M::POST, ["collections", name, "points", "recommend"]) => {
             let request = body::recommend(json()?)?;
-            read(store, name, vec![request]).await.map(|mut r| Reply::Enveloped(r.remove(0)))
+            read(store, name, vec![request])
+                .await
+                .map(|mut r| Reply::Enveloped(r.remove(0)))
         }
         (&M::POST, ["collections", name, "points", "query"]) => {
             let request = body::query(json()?)?;
             let points = read(store, name, vec![request]).await?.remove(0);
             ok(json!({ "points": points }))
         }
-        (&M::POST, ["collections", name, "points", kind @ ("search" | "query"), "batch"]) => {
-            let key = if *kind == "search" { "searches" } else { "searches" };
+        (
+            &M::POST,
+            [
+                "collections",
+                name,
+                "points",
+                kind @ ("search" | "query"),
+                "batch",
+            ],
+        ) => {
+            let key = "searches";
             let Some(Value::Array(list)) = json()?.get_mut(key).map(Value::take) else {
                 return Err(ApiError::BadInput(format!(
                     "Validation error in JSON body: `{key}` is required"
                 )));
             };
-            let parse = if *kind == "search" { body::search } else { body::query };
+            let parse = if *kind == "search" {
+                body::search
+            } else {
+                body::query
+            };
             let requests = list.into_iter().map(parse).collect::<Result<_, _>>()?;
             let results = read(store, name, requests).await?;
             if *kind == "search" {
                 ok(Value::Array(results))
             } else {
-                ok(Value::Array(results.into_iter().map(|p| json!({ "points": p })).collect()))
+                ok(Value::Array(
+                    results
+                        .into_iter()
+                        .map(|p| json!({ "points": p }))
+                        .collect(),
+                ))
             }
         }
         _ => Err(ApiError::Unimplemented(format!(
@@ -206,7 +245,7 @@ fn ok(value: Value) -> Result<Reply, ApiError> {
 async fn write(
     store: Arc<Store>,
     name: &str,
-    updates: Vec<Update>,
+    updates: Vec<Write>,
     wait: bool,
 ) -> Result<Reply, ApiError> {
     let collection = store.collection(name)?;
@@ -226,7 +265,9 @@ async fn read(
             .into_iter()
             .map(|request| {
                 let points = collection.query(request)?;
-                Ok(Value::Array(points.into_iter().map(body::scored_point).collect()))
+                Ok(Value::Array(
+                    points.into_iter().map(body::scored_point).collect(),
+                ))
             })
             .collect()
     })

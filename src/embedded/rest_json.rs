@@ -63,7 +63,7 @@ struct BatchJson {
     payloads: Option<Vec<Option<Payload>>>,
 }
 
-pub fn upsert(body: Value) -> Result<Update, ApiError> {
+pub fn upsert(body: Value) -> Result<Write, ApiError> {
     let json: UpsertJson = serde_json::from_value(body)?;
     let points = match (json.points, json.batch) {
         (Some(points), None) => points,
@@ -74,7 +74,7 @@ pub fn upsert(body: Value) -> Result<Update, ApiError> {
             ));
         }
     };
-    Ok(Update::Upsert {
+    Ok(Write::Upsert {
         points,
         update_filter: json.update_filter,
         mode: json.update_mode.unwrap_or_default(),
@@ -99,7 +99,11 @@ fn batch_points(batch: BatchJson) -> Result<Vec<PointStructPersisted>, ApiError>
             }
             per_point.into_iter().map(Value::Object).collect()
         }
-        _ => return Err(ApiError::BadInput("Format error in JSON body: batch.vectors".into())),
+        _ => {
+            return Err(ApiError::BadInput(
+                "Format error in JSON body: batch.vectors".into(),
+            ));
+        }
     };
     let payloads = batch.payloads.unwrap_or_else(|| vec![None; n]);
     if vectors.len() != n || payloads.len() != n {
@@ -124,8 +128,10 @@ fn batch_length_error() -> ApiError {
     ApiError::BadInput("Validation error in JSON body: batch lists differ in length".into())
 }
 
-pub fn delete(body: Value) -> Result<Update, ApiError> {
-    Ok(Update::Delete(serde_json::from_value::<PointsSelectorJson>(body)?.into()))
+pub fn delete(body: Value) -> Result<Write, ApiError> {
+    Ok(Write::Delete(
+        serde_json::from_value::<PointsSelectorJson>(body)?.into(),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -136,18 +142,18 @@ struct SetPayloadJson {
     selected: Selected,
 }
 
-pub fn set_payload(body: Value) -> Result<Update, ApiError> {
+pub fn set_payload(body: Value) -> Result<Write, ApiError> {
     let json: SetPayloadJson = serde_json::from_value(body)?;
-    Ok(Update::SetPayload {
+    Ok(Write::SetPayload {
         payload: json.payload,
         selector: json.selected.selector()?,
         key: json.key,
     })
 }
 
-pub fn overwrite_payload(body: Value) -> Result<Update, ApiError> {
+pub fn overwrite_payload(body: Value) -> Result<Write, ApiError> {
     let json: SetPayloadJson = serde_json::from_value(body)?;
-    Ok(Update::OverwritePayload {
+    Ok(Write::OverwritePayload {
         payload: json.payload,
         selector: json.selected.selector()?,
     })
@@ -160,16 +166,16 @@ struct DeletePayloadJson {
     selected: Selected,
 }
 
-pub fn delete_payload(body: Value) -> Result<Update, ApiError> {
+pub fn delete_payload(body: Value) -> Result<Write, ApiError> {
     let json: DeletePayloadJson = serde_json::from_value(body)?;
-    Ok(Update::DeletePayload {
+    Ok(Write::DeletePayload {
         keys: json.keys,
         selector: json.selected.selector()?,
     })
 }
 
-pub fn clear_payload(body: Value) -> Result<Update, ApiError> {
-    Ok(Update::ClearPayload(
+pub fn clear_payload(body: Value) -> Result<Write, ApiError> {
+    Ok(Write::ClearPayload(
         serde_json::from_value::<PointsSelectorJson>(body)?.into(),
     ))
 }
@@ -180,9 +186,9 @@ struct UpdateVectorsJson {
     update_filter: Option<Filter>,
 }
 
-pub fn update_vectors(body: Value) -> Result<Update, ApiError> {
+pub fn update_vectors(body: Value) -> Result<Write, ApiError> {
     let json: UpdateVectorsJson = serde_json::from_value(body)?;
-    Ok(Update::UpdateVectors {
+    Ok(Write::UpdateVectors {
         points: json.points,
         update_filter: json.update_filter,
     })
@@ -195,9 +201,9 @@ struct DeleteVectorsJson {
     selected: Selected,
 }
 
-pub fn delete_vectors(body: Value) -> Result<Update, ApiError> {
+pub fn delete_vectors(body: Value) -> Result<Write, ApiError> {
     let json: DeleteVectorsJson = serde_json::from_value(body)?;
-    Ok(Update::DeleteVectors {
+    Ok(Write::DeleteVectors {
         selector: json.selected.selector()?,
         names: json.vector,
     })
@@ -209,18 +215,20 @@ struct CreateIndexJson {
     field_schema: Option<PayloadFieldSchema>,
 }
 
-pub fn create_index(body: Value) -> Result<Update, ApiError> {
+pub fn create_index(body: Value) -> Result<Write, ApiError> {
     let json: CreateIndexJson = serde_json::from_value(body)?;
-    Ok(Update::CreateIndex {
+    Ok(Write::CreateIndex {
         field: json.field_name,
         schema: json.field_schema,
     })
 }
 
 /// One operation of `POST /collections/{name}/points/batch`.
-pub fn batch_operation(op: Value) -> Result<Update, ApiError> {
+pub fn batch_operation(op: Value) -> Result<Write, ApiError> {
     let Value::Object(map) = op else {
-        return Err(ApiError::BadInput("Format error in JSON body: operation".into()));
+        return Err(ApiError::BadInput(
+            "Format error in JSON body: operation".into(),
+        ));
     };
     let mut entries = map.into_iter();
     let (Some((kind, body)), None) = (entries.next(), entries.next()) else {
@@ -261,11 +269,14 @@ struct GetPointsJson {
     with_vector: Option<WithVector>,
 }
 
-pub fn get_points(body: Value) -> Result<(Vec<PointId>, WithPayloadInterface, WithVector), ApiError> {
+pub fn get_points(
+    body: Value,
+) -> Result<(Vec<PointId>, WithPayloadInterface, WithVector), ApiError> {
     let json: GetPointsJson = serde_json::from_value(body)?;
     Ok((
         json.ids,
-        json.with_payload.unwrap_or(WithPayloadInterface::Bool(true)),
+        json.with_payload
+            .unwrap_or(WithPayloadInterface::Bool(true)),
         json.with_vector.unwrap_or(WithVector::Bool(false)),
     ))
 }
@@ -290,7 +301,9 @@ pub fn scroll(body: Value) -> Result<ScrollRequest, ApiError> {
         filter: json.filter,
         offset: json.offset,
         limit: json.limit.unwrap_or(DEFAULT_SCROLL_LIMIT),
-        with_payload: json.with_payload.unwrap_or(WithPayloadInterface::Bool(true)),
+        with_payload: json
+            .with_payload
+            .unwrap_or(WithPayloadInterface::Bool(true)),
         with_vector: json.with_vector.unwrap_or(WithVector::Bool(false)),
     })
 }
@@ -321,7 +334,12 @@ struct ReadCommon {
 }
 
 impl ReadCommon {
-    fn into_request(self, query: Option<Query>, using: Option<String>, prefetch: Vec<Prefetch>) -> Result<QueryRequest, ApiError> {
+    fn into_request(
+        self,
+        query: Option<Query>,
+        using: Option<String>,
+        prefetch: Vec<Prefetch>,
+    ) -> Result<QueryRequest, ApiError> {
         if self.lookup_from.is_some() {
             return Err(ApiError::Unimplemented("`lookup_from`".into()));
         }
@@ -334,7 +352,9 @@ impl ReadCommon {
             score_threshold: self.score_threshold,
             limit: self.limit.unwrap_or(DEFAULT_SEARCH_LIMIT),
             offset: self.offset.unwrap_or(0),
-            with_payload: self.with_payload.unwrap_or(WithPayloadInterface::Bool(false)),
+            with_payload: self
+                .with_payload
+                .unwrap_or(WithPayloadInterface::Bool(false)),
             with_vector: self.with_vector.unwrap_or(WithVector::Bool(false)),
         })
     }
@@ -360,8 +380,11 @@ pub fn search(body: Value) -> Result<QueryRequest, ApiError> {
         NamedVectorJson::Plain(vector) => (None, vector),
         NamedVectorJson::Named { name, vector } => (Some(name), vector),
     };
-    json.common
-        .into_request(Some(Query::Nearest(VectorInput::Dense(vector))), using, Vec::new())
+    json.common.into_request(
+        Some(Query::Nearest(VectorInput::Dense(vector))),
+        using,
+        Vec::new(),
+    )
 }
 
 #[derive(Deserialize)]
@@ -384,7 +407,8 @@ pub fn recommend(body: Value) -> Result<QueryRequest, ApiError> {
         negative: vector_inputs(json.negative)?,
         strategy: json.strategy.unwrap_or_default(),
     };
-    json.common.into_request(Some(query), json.using, Vec::new())
+    json.common
+        .into_request(Some(query), json.using, Vec::new())
 }
 
 #[derive(Deserialize)]
@@ -544,7 +568,10 @@ fn vector(v: VectorInternal) -> Value {
 }
 
 pub fn collection_info(info: CollectionInfo) -> Value {
-    let hnsw = info.config.hnsw_config.apply(qdrant_edge::HnswIndexConfig::default());
+    let hnsw = info
+        .config
+        .hnsw_config
+        .apply(qdrant_edge::HnswIndexConfig::default());
     json!({
         "status": "green",
         "optimizer_status": "ok",

@@ -13,6 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 use qdrant_edge::{
+    ConditionalInsertOperation, Prefetch as ShardPrefetch, QueryRequest as ShardQuery,
+};
+use qdrant_edge::{
     CountRequest, CreateIndex, DEFAULT_VECTOR_NAME, DeletePayloadOp, EdgeConfig, EdgeShard,
     EdgeVectorParams, FieldIndexOperations, Filter, Fusion, HnswIndexConfig, JsonPath, NamedQuery,
     PayloadOps, PointId, PointIdsList, PointInsertOperations, PointOperations, QueryEnum,
@@ -20,7 +23,6 @@ use qdrant_edge::{
     UpdateVectorsOp, VectorInternal, VectorOperations, VectorStructInternal, WithPayloadInterface,
     WithVector,
 };
-use qdrant_edge::{ConditionalInsertOperation, Prefetch as ShardPrefetch, QueryRequest as ShardQuery};
 use qdrant_edge::{ScrollRequest as ShardScroll, VectorStructPersisted};
 
 use super::error::ApiError;
@@ -157,10 +159,9 @@ impl Collection {
             name: String,
             config: CollectionConfig,
         }
-        let meta: Meta = serde_json::from_slice(
-            &fs::read(dir.join("collection.json")).map_err(io_error)?,
-        )
-        .map_err(|err| ApiError::Internal(format!("{}: {err}", dir.display())))?;
+        let meta: Meta =
+            serde_json::from_slice(&fs::read(dir.join("collection.json")).map_err(io_error)?)
+                .map_err(|err| ApiError::Internal(format!("{}: {err}", dir.display())))?;
         let shard = EdgeShard::load(&dir.join("shard"), None)?;
         let (log, pending) = OpLog::open(&dir.join("oplog.bin")).map_err(io_error)?;
         let replayed = pending.len();
@@ -193,7 +194,7 @@ impl Collection {
 
     /// Applies writes in order, all or none checked before the first is
     /// applied; each is logged before the engine sees it.
-    pub fn update(&self, updates: Vec<Update>, wait: bool) -> Result<Vec<UpdateResult>, ApiError> {
+    pub fn update(&self, updates: Vec<Write>, wait: bool) -> Result<Vec<UpdateResult>, ApiError> {
         for update in &updates {
             self.validate(update)?;
         }
@@ -224,15 +225,15 @@ impl Collection {
         Ok(results)
     }
 
-    fn validate(&self, update: &Update) -> Result<(), ApiError> {
+    fn validate(&self, update: &Write) -> Result<(), ApiError> {
         match update {
-            Update::Upsert { points, .. } => points
+            Write::Upsert { points, .. } => points
                 .iter()
                 .try_for_each(|p| self.check_vectors(&p.vector, true)),
-            Update::UpdateVectors { points, .. } => points
+            Write::UpdateVectors { points, .. } => points
                 .iter()
                 .try_for_each(|p| self.check_vectors(&p.vector, false)),
-            Update::DeleteVectors { names, .. } => names
+            Write::DeleteVectors { names, .. } => names
                 .iter()
                 .try_for_each(|name| self.vector_params(name).map(|_| ())),
             _ => Ok(()),
@@ -240,7 +241,11 @@ impl Collection {
     }
 
     /// Checks names and sizes; `complete` requires every vector of the collection.
-    fn check_vectors(&self, vectors: &VectorStructPersisted, complete: bool) -> Result<(), ApiError> {
+    fn check_vectors(
+        &self,
+        vectors: &VectorStructPersisted,
+        complete: bool,
+    ) -> Result<(), ApiError> {
         let given: Vec<(&str, Option<usize>)> = match vectors {
             VectorStructPersisted::Single(v) => vec![(DEFAULT_VECTOR_NAME, Some(v.len()))],
             VectorStructPersisted::MultiDense(_) => {
@@ -269,17 +274,16 @@ impl Collection {
                 )));
             }
         }
-        if complete {
-            if let Some((missing, _)) = self
+        if complete
+            && let Some((missing, _)) = self
                 .config
                 .vectors
                 .iter()
                 .find(|(name, _)| !given.iter().any(|(g, _)| g == name))
-            {
-                return Err(ApiError::BadInput(format!(
-                    "Validation error in JSON body: vector `{missing}` is missing"
-                )));
-            }
+        {
+            return Err(ApiError::BadInput(format!(
+                "Validation error in JSON body: vector `{missing}` is missing"
+            )));
         }
         Ok(())
     }
@@ -295,10 +299,10 @@ impl Collection {
         })
     }
 
-    fn to_operation(&self, update: Update) -> Result<UpdateOperation, ApiError> {
+    fn to_operation(&self, update: Write) -> Result<UpdateOperation, ApiError> {
         use UpdateOperation as Op;
         Ok(match update {
-            Update::Upsert {
+            Write::Upsert {
                 points,
                 update_filter,
                 mode,
@@ -316,13 +320,13 @@ impl Collection {
                     ))
                 }
             }
-            Update::Delete(PointsSelector::Ids(ids)) => {
+            Write::Delete(PointsSelector::Ids(ids)) => {
                 Op::PointOperation(PointOperations::DeletePoints { ids })
             }
-            Update::Delete(PointsSelector::Filter(filter)) => {
+            Write::Delete(PointsSelector::Filter(filter)) => {
                 Op::PointOperation(PointOperations::DeletePointsByFilter(filter))
             }
-            Update::SetPayload {
+            Write::SetPayload {
                 payload,
                 selector,
                 key,
@@ -336,7 +340,7 @@ impl Collection {
                     key,
                 }))
             }
-            Update::OverwritePayload { payload, selector } => {
+            Write::OverwritePayload { payload, selector } => {
                 let (points, filter) = split_selector(selector);
                 Op::PayloadOperation(PayloadOps::OverwritePayload(SetPayloadOp {
                     payload,
@@ -345,7 +349,7 @@ impl Collection {
                     key: None,
                 }))
             }
-            Update::DeletePayload { keys, selector } => {
+            Write::DeletePayload { keys, selector } => {
                 let (points, filter) = split_selector(selector);
                 let keys = keys
                     .iter()
@@ -357,37 +361,37 @@ impl Collection {
                     filter,
                 }))
             }
-            Update::ClearPayload(PointsSelector::Ids(points)) => {
+            Write::ClearPayload(PointsSelector::Ids(points)) => {
                 Op::PayloadOperation(PayloadOps::ClearPayload { points })
             }
-            Update::ClearPayload(PointsSelector::Filter(filter)) => {
+            Write::ClearPayload(PointsSelector::Filter(filter)) => {
                 Op::PayloadOperation(PayloadOps::ClearPayloadByFilter(filter))
             }
-            Update::UpdateVectors {
+            Write::UpdateVectors {
                 points,
                 update_filter,
             } => Op::VectorOperation(VectorOperations::UpdateVectors(UpdateVectorsOp {
                 points,
                 update_filter,
             })),
-            Update::DeleteVectors { selector, names } => match selector {
+            Write::DeleteVectors { selector, names } => match selector {
                 PointsSelector::Ids(ids) => Op::VectorOperation(VectorOperations::DeleteVectors(
                     PointIdsList::from(ids),
                     names,
                 )),
-                PointsSelector::Filter(filter) => Op::VectorOperation(
-                    VectorOperations::DeleteVectorsByFilter(filter, names),
-                ),
+                PointsSelector::Filter(filter) => {
+                    Op::VectorOperation(VectorOperations::DeleteVectorsByFilter(filter, names))
+                }
             },
-            Update::CreateIndex { field, schema } => {
+            Write::CreateIndex { field, schema } => {
                 Op::FieldIndexOperation(FieldIndexOperations::CreateIndex(CreateIndex {
                     field_name: parse_json_path(&field)?,
                     field_schema: schema,
                 }))
             }
-            Update::DeleteIndex { field } => Op::FieldIndexOperation(
-                FieldIndexOperations::DeleteIndex(parse_json_path(&field)?),
-            ),
+            Write::DeleteIndex { field } => {
+                Op::FieldIndexOperation(FieldIndexOperations::DeleteIndex(parse_json_path(&field)?))
+            }
         })
     }
 
@@ -402,7 +406,10 @@ impl Collection {
             .retrieve(ids, Some(with_payload), Some(with_vector))?)
     }
 
-    pub fn scroll(&self, request: ScrollRequest) -> Result<(Vec<Record>, Option<PointId>), ApiError> {
+    pub fn scroll(
+        &self,
+        request: ScrollRequest,
+    ) -> Result<(Vec<Record>, Option<PointId>), ApiError> {
         Ok(self.shard.scroll(ShardScroll {
             offset: request.offset,
             limit: Some(request.limit),
@@ -535,18 +542,16 @@ impl Collection {
                             target,
                         ))))
                     }
-                    RecommendStrategy::BestScore => ScoringQuery::Vector(
-                        QueryEnum::RecommendBestScore(named_reco(RecommendQuery::new(
-                            dense(positive),
-                            dense(negative),
-                        ))),
-                    ),
-                    RecommendStrategy::SumScores => ScoringQuery::Vector(
-                        QueryEnum::RecommendSumScores(named_reco(RecommendQuery::new(
-                            dense(positive),
-                            dense(negative),
-                        ))),
-                    ),
+                    RecommendStrategy::BestScore => {
+                        ScoringQuery::Vector(QueryEnum::RecommendBestScore(named_reco(
+                            RecommendQuery::new(dense(positive), dense(negative)),
+                        )))
+                    }
+                    RecommendStrategy::SumScores => {
+                        ScoringQuery::Vector(QueryEnum::RecommendSumScores(named_reco(
+                            RecommendQuery::new(dense(positive), dense(negative)),
+                        )))
+                    }
                 }
             }
             Query::Rrf { k, weights } => ScoringQuery::Fusion(Fusion::Rrf {
@@ -670,7 +675,12 @@ fn validate_collection_name(name: &str) -> Result<(), ApiError> {
     let bad = name.is_empty()
         || name.len() > 255
         || name.starts_with('.')
-        || name.chars().any(|c| matches!(c, '/' | '\\' | '\0' | '*' | '?' | '<' | '>' | '|' | ':' | '"'));
+        || name.chars().any(|c| {
+            matches!(
+                c,
+                '/' | '\\' | '\0' | '*' | '?' | '<' | '>' | '|' | ':' | '"'
+            )
+        });
     if bad {
         return Err(ApiError::BadInput(format!(
             "Validation error in path parameters: collection name `{name}` is not allowed"
@@ -684,7 +694,11 @@ fn validate_config(config: &CollectionConfig) -> Result<(), ApiError> {
         if params.size == 0 || params.size > 65536 {
             return Err(ApiError::BadInput(format!(
                 "Validation error in JSON body: vectors{}.size: value {} invalid, must be from 1 to 65536",
-                if name.is_empty() { String::new() } else { format!(".{name}") },
+                if name.is_empty() {
+                    String::new()
+                } else {
+                    format!(".{name}")
+                },
                 params.size
             )));
         }
@@ -707,7 +721,7 @@ fn edge_config(config: &CollectionConfig) -> EdgeConfig {
                     multivector_config: None,
                     datatype: None,
                     quantization_config: params.quantization_config.clone(),
-                    hnsw_config: params.hnsw_config.as_ref().map(|diff| diff.apply(hnsw.clone())),
+                    hnsw_config: params.hnsw_config.as_ref().map(|diff| diff.apply(hnsw)),
                 };
                 (name.to_owned(), vector)
             })

@@ -103,7 +103,12 @@ impl Metric {
                 let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
                 dot / (na * nb)
             }
-            Metric::Euclid => a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f32>().sqrt(),
+            Metric::Euclid => a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).powi(2))
+                .sum::<f32>()
+                .sqrt(),
         }
     }
 
@@ -145,7 +150,11 @@ pub fn brute_force(
 /// scores within float tolerance. Where two scores tie within tolerance,
 /// their order may differ.
 pub fn assert_same_ranking(got: &[(u64, f32)], want: &[(u64, f32)], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: result count, got {got:?} want {want:?}");
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: result count, got {got:?} want {want:?}"
+    );
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         assert!(
             (g.1 - w.1).abs() <= 1e-4 * w.1.abs().max(1.0),
