@@ -944,3 +944,68 @@ async fn rest_scenario() {
     scenario(&rest, &codes).await;
     t.upstream.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_input_gets_qdrant_errors() {
+    let t = start_upstream().await;
+    let rest = Rest {
+        http: reqwest::Client::new(),
+        base: t.upstream.rest_url(),
+    };
+    rest.create("c", json!({ "size": 4, "distance": "Dot" }))
+        .await
+        .unwrap();
+
+    let response = rest
+        .http
+        .put(format!("{}/collections/c/points", rest.base))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["status"]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("Format error in JSON body"),
+        "{body}"
+    );
+
+    let err = rest
+        .put(
+            "/collections/c/points",
+            json!({ "points": [{ "id": -5, "vector": [1, 2, 3, 4] }] }),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, "400", "{}", err.message);
+    let err = rest
+        .post(
+            "/collections/c/points/query",
+            json!({ "query": { "nearest": [1, 2, 3, 4], "mmr": {} } }),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code, "501",
+        "a query cutover's engine cannot serve is refused, not half-answered: {}",
+        err.message
+    );
+    assert_eq!(
+        rest.count("c", None).await.unwrap(),
+        0,
+        "nothing was written"
+    );
+
+    let client = Qdrant::from_url(&t.upstream.grpc_url()).build().unwrap();
+    let err = grpc_failure(client.list_snapshots("c").await.unwrap_err());
+    assert_eq!(err.code, "Unimplemented");
+    assert!(
+        err.message.contains("/qdrant.Snapshots/List"),
+        "{}",
+        err.message
+    );
+    t.upstream.stop().await;
+}

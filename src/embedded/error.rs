@@ -10,6 +10,10 @@ pub enum ApiError {
     /// 400 / INVALID_ARGUMENT
     #[error("Wrong input: {0}")]
     BadInput(String),
+    /// 400 / INVALID_ARGUMENT, for a request that does not parse or validate:
+    /// Qdrant words these without the `Wrong input` prefix.
+    #[error("{0}")]
+    BadRequest(String),
     /// 409 / ALREADY_EXISTS
     #[error("Wrong input: {0}")]
     AlreadyExists(String),
@@ -29,7 +33,7 @@ impl ApiError {
     pub fn http_status(&self) -> u16 {
         match self {
             ApiError::NotFound(_) => 404,
-            ApiError::BadInput(_) => 400,
+            ApiError::BadInput(_) | ApiError::BadRequest(_) => 400,
             ApiError::AlreadyExists(_) => 409,
             ApiError::Unimplemented(_) => 501,
             ApiError::Internal(_) => 500,
@@ -39,7 +43,7 @@ impl ApiError {
     pub fn grpc_code(&self) -> tonic::Code {
         match self {
             ApiError::NotFound(_) => tonic::Code::NotFound,
-            ApiError::BadInput(_) => tonic::Code::InvalidArgument,
+            ApiError::BadInput(_) | ApiError::BadRequest(_) => tonic::Code::InvalidArgument,
             ApiError::AlreadyExists(_) => tonic::Code::AlreadyExists,
             ApiError::Unimplemented(_) => tonic::Code::Unimplemented,
             ApiError::Internal(_) => tonic::Code::Internal,
@@ -81,6 +85,6 @@ impl From<OperationError> for ApiError {
 
 impl From<serde_json::Error> for ApiError {
     fn from(err: serde_json::Error) -> Self {
-        ApiError::BadInput(format!("Format error in JSON body: {err}"))
+        ApiError::BadRequest(format!("Format error in JSON body: {err}"))
     }
 }

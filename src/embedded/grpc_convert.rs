@@ -21,6 +21,10 @@ fn bad(what: impl Into<String>) -> ApiError {
     ApiError::BadInput(what.into())
 }
 
+fn invalid(what: &str) -> ApiError {
+    ApiError::BadRequest(what.into())
+}
+
 pub fn point_id(id: Option<pb::PointId>) -> Result<PointId, ApiError> {
     use pb::point_id::PointIdOptions;
     match id.and_then(|id| id.point_id_options) {
@@ -29,7 +33,7 @@ pub fn point_id(id: Option<pb::PointId>) -> Result<PointId, ApiError> {
             .parse()
             .map(PointId::Uuid)
             .map_err(|_| bad(format!("Unable to parse UUID: {s}"))),
-        None => Err(bad("Validation error: point id is required")),
+        None => Err(invalid("Validation error: point id is required")),
     }
 }
 
@@ -88,7 +92,7 @@ fn condition_json(condition: pb::Condition) -> Result<Value, ApiError> {
             "nested": { "key": n.key, "filter": filter_json(n.filter.unwrap_or_default())? }
         })),
         Some(C::Slice(_)) => Err(ApiError::Unimplemented("The slice condition".into())),
-        None => Err(bad("Validation error: empty condition")),
+        None => Err(invalid("Validation error: empty condition")),
     }
 }
 
@@ -177,7 +181,7 @@ pub fn selector(selector: Option<pb::PointsSelector>) -> Result<PointsSelector, 
         Some(S::Filter(f)) => Ok(PointsSelector::Filter(
             filter(Some(f))?.expect("a filter was given"),
         )),
-        None => Err(bad("Validation error: a points selector is required")),
+        None => Err(invalid("Validation error: a points selector is required")),
     }
 }
 
@@ -210,7 +214,7 @@ fn vectors(vectors: Option<pb::Vectors>) -> Result<VectorStructPersisted, ApiErr
                 .map(|(name, v)| Ok((name, vector(v)?)))
                 .collect::<Result<_, ApiError>>()?,
         )),
-        None => Err(bad("Validation error: vectors are required")),
+        None => Err(invalid("Validation error: vectors are required")),
     }
 }
 
@@ -219,7 +223,7 @@ pub fn upsert_mode(mode: Option<i32>) -> Result<UpdateMode, ApiError> {
         None | Some(Ok(pb::UpdateMode::Upsert)) => Ok(UpdateMode::Upsert),
         Some(Ok(pb::UpdateMode::InsertOnly)) => Ok(UpdateMode::InsertOnly),
         Some(Ok(pb::UpdateMode::UpdateOnly)) => Ok(UpdateMode::UpdateOnly),
-        Some(Err(_)) => Err(bad("Validation error: unknown update_mode")),
+        Some(Err(_)) => Err(invalid("Validation error: unknown update_mode")),
     }
 }
 
@@ -296,7 +300,7 @@ pub fn batch_operation(op: pb::PointsUpdateOperation) -> Result<Write, ApiError>
         }),
         Some(O::DeleteDeprecated(s)) => Ok(Write::Delete(selector(Some(s))?)),
         Some(O::ClearPayloadDeprecated(s)) => Ok(Write::ClearPayload(selector(Some(s))?)),
-        None => Err(bad("Validation error: empty operation")),
+        None => Err(invalid("Validation error: empty operation")),
     }
 }
 
@@ -319,7 +323,7 @@ pub fn field_schema(
         Ok(pb::FieldType::Bool) => "bool",
         Ok(pb::FieldType::Datetime) => "datetime",
         Ok(pb::FieldType::Uuid) => "uuid",
-        Err(_) => return Err(bad("Validation error: unknown field_type")),
+        Err(_) => return Err(invalid("Validation error: unknown field_type")),
     };
     Ok(Some(serde_json::from_value(json!(name))?))
 }
@@ -405,7 +409,7 @@ fn vector_input(input: Option<pb::VectorInput>) -> Result<VectorInput, ApiError>
         Some(_) => Err(ApiError::Unimplemented(
             "A query input other than a dense vector or a point id".into(),
         )),
-        None => Err(bad("Validation error: empty vector input")),
+        None => Err(invalid("Validation error: empty vector input")),
     }
 }
 
@@ -560,7 +564,7 @@ fn distance(d: i32) -> Result<qdrant_edge::Distance, ApiError> {
         Ok(pb::Distance::Euclid) => Ok(D::Euclid),
         Ok(pb::Distance::Dot) => Ok(D::Dot),
         Ok(pb::Distance::Manhattan) => Ok(D::Manhattan),
-        _ => Err(bad("Validation error: unknown distance")),
+        _ => Err(invalid("Validation error: unknown distance")),
     }
 }
 
@@ -607,7 +611,7 @@ fn quantization(q: pb::QuantizationConfig) -> Result<qdrant_edge::QuantizationCo
         }}),
         Some(Q::Product(p)) => {
             let ratio = pb::CompressionRatio::try_from(p.compression)
-                .map_err(|_| bad("Validation error: unknown compression ratio"))?;
+                .map_err(|_| invalid("Validation error: unknown compression ratio"))?;
             json!({ "product": {
                 "compression": ratio.as_str_name().to_lowercase(), "always_ram": p.always_ram,
             }})
@@ -685,7 +689,7 @@ pub fn collection_config(c: pb::CreateCollection) -> Result<CollectionConfig, Ap
                 .map(|(name, p)| Ok((name, vector_params(p)?)))
                 .collect::<Result<_, ApiError>>()?,
         ),
-        None => return Err(bad("Validation error: vectors_config is required")),
+        None => return Err(invalid("Validation error: vectors_config is required")),
     };
     #[allow(deprecated)]
     Ok(CollectionConfig {

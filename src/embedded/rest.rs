@@ -123,7 +123,7 @@ async fn route(
         }
         (&M::POST, ["collections", name, "points", "batch"]) => {
             let Some(Value::Array(ops)) = json()?.get_mut("operations").map(Value::take) else {
-                return Err(ApiError::BadInput(
+                return Err(ApiError::BadRequest(
                     "Validation error in JSON body: `operations` is required".into(),
                 ));
             };

@@ -40,7 +40,7 @@ impl Selected {
         match (self.points, self.filter) {
             (Some(ids), None) => Ok(PointsSelector::Ids(ids)),
             (None, Some(filter)) => Ok(PointsSelector::Filter(filter)),
-            _ => Err(ApiError::BadInput(
+            _ => Err(ApiError::BadRequest(
                 "Validation error in JSON body: either `points` or `filter` is required".into(),
             )),
         }
@@ -69,7 +69,7 @@ pub fn upsert(body: Value) -> Result<Write, ApiError> {
         (Some(points), None) => points,
         (None, Some(batch)) => batch_points(batch)?,
         _ => {
-            return Err(ApiError::BadInput(
+            return Err(ApiError::BadRequest(
                 "Validation error in JSON body: either `points` or `batch` is required".into(),
             ));
         }
@@ -100,7 +100,7 @@ fn batch_points(batch: BatchJson) -> Result<Vec<PointStructPersisted>, ApiError>
             per_point.into_iter().map(Value::Object).collect()
         }
         _ => {
-            return Err(ApiError::BadInput(
+            return Err(ApiError::BadRequest(
                 "Format error in JSON body: batch.vectors".into(),
             ));
         }
@@ -125,7 +125,7 @@ fn batch_points(batch: BatchJson) -> Result<Vec<PointStructPersisted>, ApiError>
 }
 
 fn batch_length_error() -> ApiError {
-    ApiError::BadInput("Validation error in JSON body: batch lists differ in length".into())
+    ApiError::BadRequest("Validation error in JSON body: batch lists differ in length".into())
 }
 
 pub fn delete(body: Value) -> Result<Write, ApiError> {
@@ -226,13 +226,13 @@ pub fn create_index(body: Value) -> Result<Write, ApiError> {
 /// One operation of `POST /collections/{name}/points/batch`.
 pub fn batch_operation(op: Value) -> Result<Write, ApiError> {
     let Value::Object(map) = op else {
-        return Err(ApiError::BadInput(
+        return Err(ApiError::BadRequest(
             "Format error in JSON body: operation".into(),
         ));
     };
     let mut entries = map.into_iter();
     let (Some((kind, body)), None) = (entries.next(), entries.next()) else {
-        return Err(ApiError::BadInput(
+        return Err(ApiError::BadRequest(
             "Format error in JSON body: an operation names exactly one kind".into(),
         ));
     };
