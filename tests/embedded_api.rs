@@ -1009,3 +1009,250 @@ async fn malformed_input_gets_qdrant_errors() {
     );
     t.upstream.stop().await;
 }
+
+/// The rest of the subset over REST: collection lifecycle, vectors, batch,
+/// field indexes, insert_only, search batch, query forms, recommend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_rest_of_subset() {
+    let t = start_upstream().await;
+    let rest = Rest {
+        http: reqwest::Client::new(),
+        base: t.upstream.rest_url(),
+    };
+    let body = json!({
+        "vectors": { "size": 2, "distance": "Dot" },
+        "hnsw_config": { "m": 32 },
+        "quantization_config": { "scalar": { "type": "int8", "quantile": 0.99 } },
+    });
+    assert_eq!(rest.put("/collections/c", body).await.unwrap(), json!(true));
+    let info = rest
+        .call(reqwest::Method::GET, "/collections/c", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        info["config"]["params"]["vectors"],
+        json!({ "size": 2, "distance": "Dot" })
+    );
+    assert_eq!(info["config"]["hnsw_config"]["m"], 32);
+    assert_eq!(
+        info["config"]["quantization_config"]["scalar"]["type"],
+        "int8"
+    );
+    let list = rest
+        .call(reqwest::Method::GET, "/collections", None)
+        .await
+        .unwrap();
+    assert_eq!(list, json!({ "collections": [{ "name": "c" }] }));
+
+    // Points 1..=4 on the unit axes and diagonals; payload `k`.
+    let points = json!({ "points": [
+        { "id": 1, "vector": [1.0, 0.0], "payload": { "k": "a" } },
+        { "id": 2, "vector": [0.0, 1.0], "payload": { "k": "b" } },
+        { "id": 3, "vector": [0.6, 0.4], "payload": { "k": "c" } },
+        { "id": 4, "vector": [0.2, 0.1], "payload": { "k": "d" } },
+    ]});
+    rest.put("/collections/c/points?wait=true", points)
+        .await
+        .unwrap();
+
+    // insert_only leaves an existing point alone and adds a new one.
+    let insert_only = json!({ "points": [
+        { "id": 1, "vector": [9.0, 9.0], "payload": { "k": "changed" } },
+        { "id": 5, "vector": [0.0, 0.5], "payload": { "k": "e" } },
+    ], "update_mode": "insert_only" });
+    rest.put("/collections/c/points?wait=true", insert_only)
+        .await
+        .unwrap();
+    let got = rest
+        .post(
+            "/collections/c/points",
+            json!({ "ids": [1, 5], "with_vector": true }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got[0]["payload"]["k"], "a");
+    assert_eq!(got[0]["vector"], json!([1.0, 0.0]));
+    assert_eq!(got[1]["payload"]["k"], "e");
+
+    // Update and delete vectors.
+    rest.put(
+        "/collections/c/points/vectors?wait=true",
+        json!({ "points": [{ "id": 4, "vector": [0.0, 2.0] }] }),
+    )
+    .await
+    .unwrap();
+    let got = rest
+        .call(reqwest::Method::GET, "/collections/c/points/4", None)
+        .await
+        .unwrap();
+    assert_eq!(got["vector"], json!([0.0, 2.0]));
+
+    // Query: nearest by vector with offset, score threshold and a payload selector.
+    let query = json!({ "query": [0.0, 1.0], "limit": 2, "offset": 1, "with_payload": ["k"] });
+    let got = rest
+        .post("/collections/c/points/query", query)
+        .await
+        .unwrap();
+    let ids: Vec<u64> = got["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![2, 5],
+        "dot scores: 4 (2.0), 2 (1.0), 5 (0.5); offset 1 skips the first"
+    );
+    assert_eq!(got["points"][0]["payload"], json!({ "k": "b" }));
+    let query = json!({ "query": { "nearest": [0.0, 1.0] }, "score_threshold": 0.75, "limit": 10 });
+    let got = rest
+        .post("/collections/c/points/query", query)
+        .await
+        .unwrap();
+    assert_eq!(
+        got["points"].as_array().unwrap().len(),
+        2,
+        "only 4 and 2 score at least 0.75"
+    );
+    // Nearest to a stored point excludes that point.
+    let got = rest
+        .post(
+            "/collections/c/points/query",
+            json!({ "query": 3, "limit": 1 }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        got["points"][0]["id"], 4,
+        "closest to (0.6, 0.4) by dot is (0, 2), itself excluded"
+    );
+
+    // Prefetch fused with Qdrant's RRF (0-based position, k = 2 by default):
+    // prefetch A ranks 1,3,4..; B ranks 4,2,5..; point 1: 1/2, point 4: 1/2 + ...
+    let fused = json!({
+        "prefetch": [
+            { "query": [1.0, 0.0], "limit": 2 },
+            { "query": [0.0, 1.0], "limit": 2 },
+        ],
+        "query": { "fusion": "rrf" },
+        "limit": 4,
+    });
+    let got = rest
+        .post("/collections/c/points/query", fused)
+        .await
+        .unwrap();
+    let scores: Vec<(u64, f64)> = got["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["id"].as_u64().unwrap(), p["score"].as_f64().unwrap()))
+        .collect();
+    // A: 1 (1.0), 3 (0.6); B: 4 (2.0), 2 (1.0). Each list's first scores 1/(2+0), second 1/(2+1).
+    let ids: BTreeSet<u64> = scores.iter().map(|s| s.0).collect();
+    assert_eq!(ids, BTreeSet::from([1, 2, 3, 4]));
+    for (id, score) in &scores {
+        let want = if *id == 1 || *id == 4 { 0.5 } else { 1.0 / 3.0 };
+        assert!(
+            (score - want).abs() < 1e-6,
+            "RRF score of {id}: {score}, want {want}"
+        );
+    }
+
+    // Recommend: positive 1, negative 2 (average_vector: 2*pos - neg = (2, -1)).
+    let got = rest
+        .post(
+            "/collections/c/points/recommend",
+            json!({ "positive": [1], "negative": [2], "limit": 1 }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        got[0]["id"], 3,
+        "(0.6, 0.4) scores 0.8 against (2, -1); 1 and 2 are examples"
+    );
+
+    // Search batch.
+    let got = rest
+        .post(
+            "/collections/c/points/search/batch",
+            json!({ "searches": [
+                { "vector": [1.0, 0.0], "limit": 1 }, { "vector": [0.0, 1.0], "limit": 1 },
+            ]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (got[0][0]["id"].clone(), got[1][0]["id"].clone()),
+        (json!(1), json!(4))
+    );
+
+    // Update batch: set payload, delete vector of named-less point, delete.
+    let batch = json!({ "operations": [
+        { "set_payload": { "payload": { "x": 1 }, "points": [2] } },
+        { "delete": { "points": [5] } },
+        { "upsert": { "points": [{ "id": 6, "vector": [0.5, 0.5] }] } },
+    ]});
+    let results = rest
+        .post("/collections/c/points/batch?wait=true", batch)
+        .await
+        .unwrap();
+    assert_eq!(results.as_array().unwrap().len(), 3);
+    assert!(
+        results
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "completed")
+    );
+    assert_eq!(rest.count("c", None).await.unwrap(), 5);
+    let got = rest
+        .post("/collections/c/points", json!({ "ids": [2] }))
+        .await
+        .unwrap();
+    assert_eq!(got[0]["payload"], json!({ "k": "b", "x": 1 }));
+
+    // Field index shows in the payload schema, and goes again.
+    rest.put(
+        "/collections/c/index?wait=true",
+        json!({ "field_name": "k", "field_schema": "keyword" }),
+    )
+    .await
+    .unwrap();
+    let info = rest
+        .call(reqwest::Method::GET, "/collections/c", None)
+        .await
+        .unwrap();
+    assert_eq!(info["payload_schema"]["k"]["data_type"], "keyword");
+    rest.call(
+        reqwest::Method::DELETE,
+        "/collections/c/index/k?wait=true",
+        None,
+    )
+    .await
+    .unwrap();
+    let info = rest
+        .call(reqwest::Method::GET, "/collections/c", None)
+        .await
+        .unwrap();
+    assert!(info["payload_schema"].get("k").is_none(), "{info}");
+
+    // Delete the collection.
+    let exists = rest
+        .call(reqwest::Method::GET, "/collections/c/exists", None)
+        .await
+        .unwrap();
+    assert_eq!(exists, json!({ "exists": true }));
+    assert_eq!(
+        rest.call(reqwest::Method::DELETE, "/collections/c", None)
+            .await
+            .unwrap(),
+        json!(true)
+    );
+    let exists = rest
+        .call(reqwest::Method::GET, "/collections/c/exists", None)
+        .await
+        .unwrap();
+    assert_eq!(exists, json!({ "exists": false }));
+    t.upstream.stop().await;
+}

@@ -188,8 +188,16 @@ impl Collection {
     }
 
     fn checkpoint(&self, log: &mut OpLog) -> Result<(), ApiError> {
-        self.shard.flush();
+        self.flush_shard()?;
         log.truncate().map_err(io_error)
+    }
+
+    /// `EdgeShard::flush` panics on an I/O error; this turns that into an error,
+    /// so a vanished data directory cannot abort the process from a destructor.
+    fn flush_shard(&self) -> Result<(), ApiError> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.shard.flush())).map_err(
+            |_| ApiError::Internal(format!("collection `{}` could not be flushed", self.name)),
+        )
     }
 
     /// Applies writes in order, all or none checked before the first is
@@ -612,10 +620,15 @@ impl Collection {
 
 impl Drop for Collection {
     fn drop(&mut self) {
-        // The engine flushes its segments when dropped; the log is then redundant.
-        self.shard.flush();
-        if let Err(err) = self.log.get_mut().truncate() {
-            tracing::warn!(collection = %self.name, %err, "could not empty the operation log");
+        // Flushed segments make the log redundant; if the flush fails, the
+        // log stays and is replayed at the next open.
+        match self.flush_shard() {
+            Ok(()) => {
+                if let Err(err) = self.log.get_mut().truncate() {
+                    tracing::warn!(collection = %self.name, %err, "could not empty the operation log");
+                }
+            }
+            Err(err) => tracing::error!(collection = %self.name, %err, "flush on close failed"),
         }
     }
 }
