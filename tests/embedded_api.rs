@@ -1212,6 +1212,25 @@ async fn rest_rest_of_subset() {
         .unwrap();
     assert_eq!(got[0]["payload"], json!({ "k": "b", "x": 1 }));
 
+    rest.post(
+        "/collections/c/points/vectors/delete?wait=true",
+        json!({ "points": [6], "vector": [""] }),
+    )
+    .await
+    .unwrap();
+    let got = rest
+        .post(
+            "/collections/c/points",
+            json!({ "ids": [6], "with_vector": true }),
+        )
+        .await
+        .unwrap();
+    let vector = &got[0]["vector"];
+    assert!(
+        vector.is_null() || *vector == json!({}),
+        "the vector of point 6 is gone: {got}"
+    );
+
     // Field index shows in the payload schema, and goes again.
     rest.put(
         "/collections/c/index?wait=true",
@@ -1254,5 +1273,328 @@ async fn rest_rest_of_subset() {
         .await
         .unwrap();
     assert_eq!(exists, json!({ "exists": false }));
+    t.upstream.stop().await;
+}
+
+fn ids_of(points: &[pb::ScoredPoint]) -> Vec<u64> {
+    points.iter().map(|p| num_id(p.id.clone())).collect()
+}
+
+fn dense(values: &[f32]) -> pb::VectorInput {
+    pb::VectorInput {
+        variant: Some(pb::vector_input::Variant::Dense(pb::DenseVector {
+            data: values.to_vec(),
+        })),
+    }
+}
+
+fn nearest(input: pb::VectorInput) -> Option<pb::Query> {
+    Some(pb::Query {
+        variant: Some(pb::query::Variant::Nearest(input)),
+    })
+}
+
+/// The same as `rest_rest_of_subset`, over gRPC with qdrant-client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_rest_of_subset() {
+    let t = start_upstream().await;
+    let client = Qdrant::from_url(&t.upstream.grpc_url()).build().unwrap();
+    let c = || "c".to_string();
+    #[allow(deprecated)]
+    let create = pb::CreateCollection {
+        collection_name: c(),
+        vectors_config: Some(pb::VectorsConfig {
+            config: Some(pb::vectors_config::Config::Params(pb::VectorParams {
+                size: 2,
+                distance: pb::Distance::Dot as i32,
+                ..Default::default()
+            })),
+        }),
+        hnsw_config: Some(pb::HnswConfigDiff {
+            m: Some(32),
+            ..Default::default()
+        }),
+        quantization_config: Some(pb::QuantizationConfig {
+            quantization: Some(pb::quantization_config::Quantization::Scalar(
+                pb::ScalarQuantization {
+                    r#type: pb::QuantizationType::Int8 as i32,
+                    quantile: Some(0.99),
+                    ..Default::default()
+                },
+            )),
+        }),
+        ..Default::default()
+    };
+    assert!(client.create_collection(create).await.unwrap().result);
+    let info = client.collection_info("c").await.unwrap().result.unwrap();
+    let config = info.config.unwrap();
+    assert_eq!(config.hnsw_config.unwrap().m, Some(32));
+    assert!(matches!(
+        config.quantization_config.unwrap().quantization,
+        Some(pb::quantization_config::Quantization::Scalar(_))
+    ));
+    let list = client.list_collections().await.unwrap();
+    assert_eq!(
+        list.collections
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["c"]
+    );
+
+    let point = |id: u64, v: [f32; 2], k: &str| {
+        pb::PointStruct::new(
+            id,
+            v.to_vec(),
+            qdrant_client::Payload::try_from(json!({ "k": k })).unwrap(),
+        )
+    };
+    let upsert = |points: Vec<pb::PointStruct>, mode: Option<pb::UpdateMode>| pb::UpsertPoints {
+        collection_name: c(),
+        wait: Some(true),
+        points,
+        update_mode: mode.map(|m| m as i32),
+        ..Default::default()
+    };
+    let base = vec![
+        point(1, [1.0, 0.0], "a"),
+        point(2, [0.0, 1.0], "b"),
+        point(3, [0.6, 0.4], "c"),
+        point(4, [0.2, 0.1], "d"),
+    ];
+    client.upsert_points(upsert(base, None)).await.unwrap();
+    let insert_only = vec![point(1, [9.0, 9.0], "changed"), point(5, [0.0, 0.5], "e")];
+    client
+        .upsert_points(upsert(insert_only, Some(pb::UpdateMode::InsertOnly)))
+        .await
+        .unwrap();
+    let got = client
+        .get_points(pb::GetPoints {
+            collection_name: c(),
+            ids: vec![1.into(), 5.into()],
+            with_payload: Some(true.into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .result;
+    assert_eq!(
+        Value::from(got[0].payload["k"].clone()),
+        "a",
+        "insert_only left point 1 alone"
+    );
+    assert_eq!(Value::from(got[1].payload["k"].clone()), "e");
+
+    let update = pb::UpdatePointVectors {
+        collection_name: c(),
+        wait: Some(true),
+        points: vec![pb::PointVectors {
+            id: Some(4.into()),
+            vectors: Some(vec![0.0f32, 2.0].into()),
+        }],
+        ..Default::default()
+    };
+    client.update_vectors(update).await.unwrap();
+
+    let query = pb::QueryPoints {
+        collection_name: c(),
+        query: nearest(dense(&[0.0, 1.0])),
+        limit: Some(2),
+        offset: Some(1),
+        with_payload: Some(pb::WithPayloadSelector {
+            selector_options: Some(pb::with_payload_selector::SelectorOptions::Include(
+                pb::PayloadIncludeSelector {
+                    fields: vec!["k".into()],
+                },
+            )),
+        }),
+        ..Default::default()
+    };
+    let got = client.query(query).await.unwrap().result;
+    assert_eq!(
+        ids_of(&got),
+        vec![2, 5],
+        "dot scores: 4 (2.0), 2 (1.0), 5 (0.5); offset 1 skips the first"
+    );
+    assert_eq!(Value::from(got[0].payload["k"].clone()), "b");
+    let query = pb::QueryPoints {
+        collection_name: c(),
+        query: nearest(dense(&[0.0, 1.0])),
+        score_threshold: Some(0.75),
+        ..Default::default()
+    };
+    assert_eq!(client.query(query).await.unwrap().result.len(), 2);
+    let by_id = pb::VectorInput {
+        variant: Some(pb::vector_input::Variant::Id(3.into())),
+    };
+    let query = pb::QueryPoints {
+        collection_name: c(),
+        query: nearest(by_id),
+        limit: Some(1),
+        ..Default::default()
+    };
+    assert_eq!(ids_of(&client.query(query).await.unwrap().result), vec![4]);
+
+    let prefetch = |v: [f32; 2]| pb::PrefetchQuery {
+        query: nearest(dense(&v)),
+        limit: Some(2),
+        ..Default::default()
+    };
+    let fused = pb::QueryPoints {
+        collection_name: c(),
+        prefetch: vec![prefetch([1.0, 0.0]), prefetch([0.0, 1.0])],
+        query: Some(pb::Query {
+            variant: Some(pb::query::Variant::Fusion(pb::Fusion::Rrf as i32)),
+        }),
+        limit: Some(4),
+        ..Default::default()
+    };
+    let got = client.query(fused).await.unwrap().result;
+    assert_eq!(got.len(), 4);
+    for p in &got {
+        let id = num_id(p.id.clone());
+        let want = if id == 1 || id == 4 { 0.5 } else { 1.0 / 3.0 };
+        assert!(
+            (p.score - want).abs() < 1e-6,
+            "RRF score of {id}: {}, want {want}",
+            p.score
+        );
+    }
+
+    let recommend = pb::RecommendPoints {
+        collection_name: c(),
+        positive: vec![1.into()],
+        negative: vec![2.into()],
+        limit: 1,
+        ..Default::default()
+    };
+    assert_eq!(
+        ids_of(&client.recommend(recommend).await.unwrap().result),
+        vec![3]
+    );
+
+    let search = |v: [f32; 2]| pb::SearchPoints {
+        collection_name: c(),
+        vector: v.to_vec(),
+        limit: 1,
+        ..Default::default()
+    };
+    let batch = pb::SearchBatchPoints {
+        collection_name: c(),
+        search_points: vec![search([1.0, 0.0]), search([0.0, 1.0])],
+        ..Default::default()
+    };
+    let got = client.search_batch_points(batch).await.unwrap().result;
+    assert_eq!(
+        (ids_of(&got[0].result), ids_of(&got[1].result)),
+        (vec![1], vec![4])
+    );
+
+    use pb::points_update_operation::{self as op, Operation};
+    let operations = vec![
+        pb::PointsUpdateOperation {
+            operation: Some(Operation::SetPayload(op::SetPayload {
+                payload: qdrant_client::Payload::try_from(json!({ "x": 1 }))
+                    .unwrap()
+                    .into(),
+                points_selector: Some(pb_ids(&[2])),
+                ..Default::default()
+            })),
+        },
+        pb::PointsUpdateOperation {
+            operation: Some(Operation::DeletePoints(op::DeletePoints {
+                points: Some(pb_ids(&[5])),
+                ..Default::default()
+            })),
+        },
+        pb::PointsUpdateOperation {
+            operation: Some(Operation::Upsert(op::PointStructList {
+                points: vec![point(6, [0.5, 0.5], "f")],
+                ..Default::default()
+            })),
+        },
+    ];
+    let results = client
+        .update_points_batch(pb::UpdateBatchPoints {
+            collection_name: c(),
+            wait: Some(true),
+            operations,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .result;
+    assert_eq!(results.len(), 3);
+    assert!(
+        results
+            .iter()
+            .all(|r| r.status == pb::UpdateStatus::Completed as i32)
+    );
+    let count = client
+        .count(pb::CountPoints {
+            collection_name: c(),
+            exact: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(count.result.unwrap().count, 5);
+
+    let index = pb::CreateFieldIndexCollection {
+        collection_name: c(),
+        wait: Some(true),
+        field_name: "k".into(),
+        field_type: Some(pb::FieldType::Keyword as i32),
+        ..Default::default()
+    };
+    client.create_field_index(index).await.unwrap();
+    let info = client.collection_info("c").await.unwrap().result.unwrap();
+    assert_eq!(
+        info.payload_schema["k"].data_type,
+        pb::PayloadSchemaType::Keyword as i32
+    );
+    let drop_index = pb::DeleteFieldIndexCollection {
+        collection_name: c(),
+        wait: Some(true),
+        field_name: "k".into(),
+        ..Default::default()
+    };
+    client.delete_field_index(drop_index).await.unwrap();
+    let info = client.collection_info("c").await.unwrap().result.unwrap();
+    assert!(!info.payload_schema.contains_key("k"));
+
+    let delete_vectors = pb::DeletePointVectors {
+        collection_name: c(),
+        wait: Some(true),
+        points_selector: Some(pb_ids(&[6])),
+        vectors: Some(pb::VectorsSelector {
+            names: vec![String::new()],
+        }),
+        ..Default::default()
+    };
+    client.delete_vectors(delete_vectors).await.unwrap();
+    let got = client
+        .get_points(pb::GetPoints {
+            collection_name: c(),
+            ids: vec![6.into()],
+            with_vectors: Some(true.into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .result;
+    let has_vector = got[0]
+        .vectors
+        .as_ref()
+        .is_some_and(|v| match &v.vectors_options {
+            Some(pb::vectors_output::VectorsOptions::Vectors(named)) => !named.vectors.is_empty(),
+            Some(pb::vectors_output::VectorsOptions::Vector(_)) => true,
+            None => false,
+        });
+    assert!(!has_vector, "the vector of point 6 is gone: {got:?}");
+
+    assert!(client.collection_exists("c").await.unwrap());
+    assert!(client.delete_collection("c").await.unwrap().result);
+    assert!(!client.collection_exists("c").await.unwrap());
     t.upstream.stop().await;
 }
