@@ -1,4 +1,14 @@
 //! cutover: a Qdrant-protocol proxy for migrating collections without downtime.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod config;
 pub mod embedded;
+pub mod grpc;
+pub mod metrics;
+pub mod proxy;
+pub mod rest;
+pub mod routing;
+pub mod serve;
+pub mod server;
+pub mod upstream;

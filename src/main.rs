@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use cutover::config::Config;
 use cutover::embedded::EmbeddedUpstream;
 
 #[derive(Parser)]
@@ -20,6 +21,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the proxy: Qdrant's gRPC and REST in front of the configured upstreams, and the admin API.
+    Serve {
+        #[arg(long, default_value = "config/quickstart.toml")]
+        config: PathBuf,
+    },
+    /// Check a config file and exit: the same checks `serve` makes at start.
+    CheckConfig {
+        #[arg(long, default_value = "config/quickstart.toml")]
+        config: PathBuf,
+    },
     /// Run one embedded upstream: Qdrant's gRPC and REST APIs on the real Qdrant engine, in-process.
     Embedded {
         /// Directory holding the collections; created if missing.
@@ -35,7 +46,17 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -43,6 +64,27 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
+        Command::Serve { config: path } => {
+            let config = Config::load(&path)?;
+            let running = cutover::serve::start(config, Some(path)).await?;
+            println!(
+                "cutover: gRPC {} REST {} admin http://{}",
+                running.grpc_addr, running.rest_addr, running.admin_addr
+            );
+            shutdown_signal().await;
+            running.stop().await;
+        }
+        Command::CheckConfig { config: path } => {
+            let config = Config::load(&path)?;
+            config.upstream_specs().map_err(anyhow::Error::msg)?;
+            config.admin_token().map_err(anyhow::Error::msg)?;
+            println!(
+                "{}: ok ({} upstreams, {} routes)",
+                path.display(),
+                config.upstreams.len(),
+                config.routes.len()
+            );
+        }
         Command::Embedded { data, grpc, rest } => {
             let upstream = EmbeddedUpstream::start(&data, grpc, rest)
                 .await

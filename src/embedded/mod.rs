@@ -18,8 +18,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::graceful::GracefulShutdown;
 use qdrant_client::qdrant::collections_server::CollectionsServer;
 use qdrant_client::qdrant::points_server::PointsServer;
 use qdrant_client::qdrant::qdrant_server::QdrantServer;
@@ -153,35 +151,7 @@ async fn serve_grpc(listener: TcpListener, store: Arc<Store>, mut shutdown: watc
     }
 }
 
-async fn serve_rest(listener: TcpListener, store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
-    let graceful = GracefulShutdown::new();
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(err) => {
-                    tracing::warn!(%err, "embedded REST accept failed");
-                    continue;
-                }
-            },
-            _ = shutdown.wait_for(|stop| *stop) => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let store = store.clone();
-        let service = hyper::service::service_fn(move |request| {
-            let store = store.clone();
-            async move { Ok::<_, std::convert::Infallible>(rest::handle(store, request).await) }
-        });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(%err, "embedded REST connection ended with an error");
-            }
-        });
-    }
-    graceful.shutdown().await;
+async fn serve_rest(listener: TcpListener, store: Arc<Store>, shutdown: watch::Receiver<bool>) {
+    let handler = move |request| rest::handle(store.clone(), request);
+    crate::server::serve(listener, handler, shutdown).await;
 }

@@ -1,0 +1,233 @@
+//! The admin API, on its own listener (loopback by default): routes read and
+//! changed, rollback, reload; `/metrics`, `/healthz`, `/readyz`.
+//!
+//! Route endpoints need `authorization: Bearer <token>` unless the config
+//! allowed an unauthenticated loopback admin. Probes and metrics do not.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::proxy::Proxy;
+use crate::routing::{ChangeError, PolicyChange, RoutingTable};
+use crate::upstream::{ProxyBody, full};
+
+pub struct Admin {
+    pub proxy: Arc<Proxy>,
+    pub token: Option<String>,
+    pub metrics: PrometheusHandle,
+    /// The file `reload` re-reads; `None` when the config came from elsewhere.
+    pub config_path: Option<PathBuf>,
+}
+
+impl Admin {
+    /// Re-reads the config file and swaps in its routes: the one reload path,
+    /// for `POST /reload` and SIGHUP alike.
+    pub fn reload(&self) -> Result<Arc<RoutingTable>, String> {
+        let path = self
+            .config_path
+            .as_ref()
+            .ok_or("cutover was not started from a config file")?;
+        let config = Config::load(path).map_err(|e| e.to_string())?;
+        for route in &config.routes {
+            let route = route.get_ref();
+            for target in [route.blue.get_ref(), route.green.get_ref()] {
+                if !self.proxy.upstreams.contains_key(&target.upstream) {
+                    return Err(format!(
+                        "route `{}` names upstream `{}`, which this process did not start with; upstreams change with a restart",
+                        route.collection, target.upstream
+                    ));
+                }
+            }
+        }
+        self.proxy.router.reload(&config).map_err(|e| e.to_string())
+    }
+}
+
+pub async fn handle(admin: Arc<Admin>, request: Request<Incoming>) -> Response<ProxyBody> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok"),
+        (&Method::GET, ["readyz"]) => readyz(&admin).await,
+        (&Method::GET, ["metrics"]) => Response::builder()
+            .header("content-type", "text/plain; version=0.0.4")
+            .body(full(admin.metrics.render()))
+            .expect("static response parts"),
+        _ => {
+            if let Err(refusal) = authorize(&admin, &request) {
+                crate::metrics::admin_unauthorized();
+                return error(StatusCode::UNAUTHORIZED, refusal);
+            }
+            let body = match Limited::new(request.into_body(), 64 * 1024).collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(err) => return error(StatusCode::BAD_REQUEST, &err.to_string()),
+            };
+            routes_api(&admin, &method, &segments, body)
+        }
+    }
+}
+
+fn routes_api(
+    admin: &Admin,
+    method: &Method,
+    segments: &[&str],
+    body: Bytes,
+) -> Response<ProxyBody> {
+    let router = &admin.proxy.router;
+    match (method, segments) {
+        (&Method::GET, ["routes"]) => json_response(StatusCode::OK, &table_json(&router.load())),
+        (&Method::GET, ["routes", name]) => match router.load().get(name) {
+            Some(route) => json_response(
+                StatusCode::OK,
+                &json!({ "version": router.load().version, "route": route }),
+            ),
+            None => error(
+                StatusCode::NOT_FOUND,
+                &format!("no route for collection `{name}`"),
+            ),
+        },
+        (&Method::PATCH | &Method::PUT, ["routes", name]) => {
+            let change: PolicyChange = match serde_json::from_slice(&body) {
+                Ok(change) => change,
+                Err(err) => {
+                    crate::metrics::route_change("change", "refused");
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        &format!(
+                            "bad route change: {err}; send {{\"primary\": \"blue\"|\"green\", \"writes\": \"blue_only\"|\"green_only\"}}"
+                        ),
+                    );
+                }
+            };
+            changed(
+                "change",
+                router.change(name, change).map_err(refusal),
+                Some(name),
+            )
+        }
+        (&Method::POST, ["rollback"]) => {
+            changed("rollback", router.rollback().map_err(refusal), None)
+        }
+        (&Method::POST, ["reload"]) => changed(
+            "reload",
+            admin.reload().map_err(|e| (StatusCode::BAD_REQUEST, e)),
+            None,
+        ),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            &format!("no admin endpoint `{method} /{}`", segments.join("/")),
+        ),
+    }
+}
+
+fn refusal(err: ChangeError) -> (StatusCode, String) {
+    let status = match err {
+        ChangeError::UnknownRoute(_) => StatusCode::NOT_FOUND,
+        ChangeError::Refused(_) => StatusCode::BAD_REQUEST,
+        ChangeError::State { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (status, err.to_string())
+}
+
+fn changed(
+    action: &'static str,
+    result: Result<Arc<RoutingTable>, (StatusCode, String)>,
+    route: Option<&str>,
+) -> Response<ProxyBody> {
+    match result {
+        Ok(table) => {
+            crate::metrics::route_change(action, "applied");
+            match route.and_then(|name| table.get(name)) {
+                Some(route) => json_response(
+                    StatusCode::OK,
+                    &json!({ "version": table.version, "route": route }),
+                ),
+                None => json_response(StatusCode::OK, &table_json(&table)),
+            }
+        }
+        Err((status, message)) => {
+            crate::metrics::route_change(action, "refused");
+            error(status, &message)
+        }
+    }
+}
+
+fn table_json(table: &RoutingTable) -> Value {
+    json!({ "version": table.version, "routes": table.routes.values().collect::<Vec<_>>() })
+}
+
+async fn readyz(admin: &Admin) -> Response<ProxyBody> {
+    let checks = admin
+        .proxy
+        .upstreams
+        .iter()
+        .map(|(name, upstream)| async move {
+            let up = upstream.healthy().await;
+            crate::metrics::upstream_up(name, up);
+            (name.clone(), up)
+        });
+    let results: Vec<(String, bool)> = futures_util::future::join_all(checks).await;
+    let ready = results.iter().all(|(_, up)| *up);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let upstreams: serde_json::Map<String, Value> = results
+        .into_iter()
+        .map(|(name, up)| (name, json!(up)))
+        .collect();
+    json_response(status, &json!({ "ready": ready, "upstreams": upstreams }))
+}
+
+/// Checks the bearer token; the error says what was wrong with it.
+fn authorize(admin: &Admin, request: &Request<Incoming>) -> Result<(), &'static str> {
+    let Some(token) = &admin.token else {
+        return Ok(());
+    };
+    let given = request
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => Ok(()),
+        Some(_) => Err("wrong admin token"),
+        None => Err("the admin API needs `authorization: Bearer <token>`"),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/plain")
+        .body(full(body))
+        .expect("static response parts")
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<ProxyBody> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(full(
+            serde_json::to_vec(value).expect("JSON values serialize"),
+        ))
+        .expect("static response parts")
+}
+
+fn error(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    json_response(status, &json!({ "status": { "error": message } }))
+}

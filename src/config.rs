@@ -1,0 +1,373 @@
+//! cutover's TOML config: parsed, then checked whole, so that a wrong config
+//! is refused at start with the line and the fix, never half-applied.
+//! `config/cutover.example.toml` shows every option.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::routing::{Side, WritePolicy};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: Listen,
+    /// Where admin changes to routes are kept across restarts.
+    #[serde(default = "default_state_file")]
+    pub state_file: PathBuf,
+    pub default_upstream: Spanned<String>,
+    pub upstreams: BTreeMap<String, Spanned<UpstreamConfig>>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<RouteConfig>>,
+}
+
+fn default_state_file() -> PathBuf {
+    PathBuf::from("./data/cutover-state.json")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    pub rest: SocketAddr,
+    pub grpc: SocketAddr,
+    pub admin: Spanned<SocketAddr>,
+    /// Environment variable holding the admin bearer token.
+    pub admin_token_env: Option<String>,
+    /// File holding the admin bearer token.
+    pub admin_token_file: Option<PathBuf>,
+    /// Serve the admin API without a token: only on a loopback address.
+    pub allow_unauthenticated_admin: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// An embedded upstream: the real Qdrant engine in-process, data in this directory.
+    pub embedded: Option<PathBuf>,
+    pub rest: Option<String>,
+    pub grpc: Option<String>,
+    pub api_key_env: Option<String>,
+    pub api_key_file: Option<PathBuf>,
+    /// What to do with the client's own `api-key` / `authorization`.
+    pub client_api_key: Option<ClientApiKey>,
+    #[serde(default)]
+    pub tls: bool,
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    #[serde(default = "default_pool_max_idle")]
+    pub pool_max_idle_per_host: usize,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    2_000
+}
+fn default_request_timeout_ms() -> u64 {
+    30_000
+}
+fn default_pool_max_idle() -> usize {
+    64
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientApiKey {
+    /// Forward the client's key as it came.
+    Pass,
+    /// Drop the client's key and send the upstream's configured one.
+    Replace,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub collection: String,
+    pub blue: Spanned<TargetConfig>,
+    pub green: Spanned<TargetConfig>,
+    pub writes: Option<Spanned<WritePolicy>>,
+    #[serde(default)]
+    pub primary: Side,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    pub upstream: String,
+    pub collection: String,
+}
+
+/// A config the proxy refuses, with where and how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    Invalid {
+        path: String,
+        line: usize,
+        message: String,
+    },
+}
+
+/// An upstream, resolved: where it is and how to authenticate to it.
+#[derive(Debug, Clone)]
+pub enum UpstreamSpec {
+    Embedded(PathBuf),
+    Remote(RemoteSpec),
+}
+
+#[derive(Debug, Clone)]
+pub struct RemoteSpec {
+    pub rest: String,
+    pub grpc: String,
+    pub api_key: Option<String>,
+    pub client_api_key: ClientApiKey,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
+        let invalid = |offset: usize, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            line: line_of(text, offset),
+            message,
+        };
+        let config: Config = toml::from_str(text).map_err(|err| {
+            let offset = err.span().map(|s| s.start).unwrap_or(0);
+            invalid(offset, err.message().to_owned())
+        })?;
+        config
+            .check()
+            .map_err(|(offset, message)| invalid(offset, message))?;
+        Ok(config)
+    }
+
+    /// Checks what parsing cannot: names resolve, routes make sense, admin is protected.
+    fn check(&self) -> Result<(), (usize, String)> {
+        let known = || {
+            self.upstreams
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if !self.upstreams.contains_key(self.default_upstream.get_ref()) {
+            return Err((
+                self.default_upstream.span().start,
+                format!(
+                    "default_upstream `{}` is not an upstream; fix: name one of [{}]",
+                    self.default_upstream.get_ref(),
+                    known()
+                ),
+            ));
+        }
+        for (name, upstream) in &self.upstreams {
+            let at = upstream.span().start;
+            let u = upstream.get_ref();
+            match (&u.embedded, &u.rest, &u.grpc) {
+                (Some(_), None, None) => {}
+                (None, Some(rest), Some(grpc)) => {
+                    for url in [rest, grpc] {
+                        if !(url.starts_with("http://") || url.starts_with("https://")) {
+                            return Err((
+                                at,
+                                format!(
+                                    "upstream `{name}`: `{url}` is not a URL; fix: write it as http://host:port or https://host:port"
+                                ),
+                            ));
+                        }
+                    }
+                    if u.tls || rest.starts_with("https://") || grpc.starts_with("https://") {
+                        return Err((
+                            at,
+                            format!(
+                                "upstream `{name}`: TLS to upstreams is not built yet; fix: use http:// and `tls = false`, or terminate TLS in front of Qdrant"
+                            ),
+                        ));
+                    }
+                    if u.api_key_env.is_some() && u.api_key_file.is_some() {
+                        return Err((
+                            at,
+                            format!(
+                                "upstream `{name}`: both api_key_env and api_key_file are set; fix: keep one"
+                            ),
+                        ));
+                    }
+                }
+                _ => {
+                    return Err((
+                        at,
+                        format!(
+                            "upstream `{name}` needs either `embedded = \"DIR\"` or both `rest` and `grpc` URLs; fix: give one of the two forms"
+                        ),
+                    ));
+                }
+            }
+        }
+        let mut seen = BTreeMap::new();
+        for route in &self.routes {
+            let at = route.span().start;
+            let r = route.get_ref();
+            if let Some(previous) = seen.insert(r.collection.clone(), at) {
+                let _ = previous;
+                return Err((
+                    at,
+                    format!(
+                        "route `{}` is declared twice; fix: keep one [[routes]] entry per collection",
+                        r.collection
+                    ),
+                ));
+            }
+            for (side, target) in [("blue", &r.blue), ("green", &r.green)] {
+                let t = target.get_ref();
+                if !self.upstreams.contains_key(&t.upstream) {
+                    return Err((
+                        target.span().start,
+                        format!(
+                            "route `{}`: {side} names unknown upstream `{}`; fix: name one of [{}]",
+                            r.collection,
+                            t.upstream,
+                            known()
+                        ),
+                    ));
+                }
+                if t.collection.is_empty() {
+                    return Err((
+                        target.span().start,
+                        format!(
+                            "route `{}`: {side} collection is empty; fix: name the collection on that upstream",
+                            r.collection
+                        ),
+                    ));
+                }
+            }
+            let (blue, green) = (r.blue.get_ref(), r.green.get_ref());
+            if blue.upstream == green.upstream && blue.collection == green.collection {
+                return Err((
+                    at,
+                    format!(
+                        "route `{}`: blue and green are the same collection `{}` on `{}`; fix: point green at the new collection",
+                        r.collection, blue.collection, blue.upstream
+                    ),
+                ));
+            }
+            if let Some(writes) = r
+                .writes
+                .as_ref()
+                .filter(|w| *w.get_ref() == WritePolicy::Dual)
+            {
+                return Err((
+                    writes.span().start,
+                    format!(
+                        "route `{}`: writes = \"dual\" is not built yet; fix: use \"blue_only\" or \"green_only\"",
+                        r.collection
+                    ),
+                ));
+            }
+        }
+        let admin = self.listen.admin.get_ref();
+        let has_token =
+            self.listen.admin_token_env.is_some() || self.listen.admin_token_file.is_some();
+        let unauthenticated = self.listen.allow_unauthenticated_admin.as_ref();
+        if !has_token && !unauthenticated.is_some_and(|allow| *allow.get_ref()) {
+            return Err((self.listen.admin.span().start, "the admin API needs a bearer token; fix: set listen.admin_token_env or listen.admin_token_file, or, on a loopback admin address only, allow_unauthenticated_admin = true".into()));
+        }
+        if !has_token && !admin.ip().is_loopback() {
+            return Err((
+                unauthenticated.map_or(0, |a| a.span().start),
+                format!(
+                    "allow_unauthenticated_admin is only allowed on a loopback admin address, not {admin}; fix: bind admin to 127.0.0.1 or set a token"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The admin token, read from where the config says. `None` means none is required.
+    pub fn admin_token(&self) -> Result<Option<String>, String> {
+        if let Some(var) = &self.listen.admin_token_env {
+            return std::env::var(var)
+                .map(|t| Some(t.trim().to_owned()))
+                .map_err(|_| format!("listen.admin_token_env names `{var}`, which is not set"));
+        }
+        if let Some(path) = &self.listen.admin_token_file {
+            return std::fs::read_to_string(path)
+                .map(|t| Some(t.trim().to_owned()))
+                .map_err(|e| format!("listen.admin_token_file {}: {e}", path.display()));
+        }
+        Ok(None)
+    }
+
+    /// Every upstream resolved, keys read from their env vars or files.
+    pub fn upstream_specs(&self) -> Result<BTreeMap<String, UpstreamSpec>, String> {
+        self.upstreams
+            .iter()
+            .map(|(name, u)| {
+                let u = u.get_ref();
+                let spec = match &u.embedded {
+                    Some(dir) => UpstreamSpec::Embedded(dir.clone()),
+                    None => {
+                        let api_key = match (&u.api_key_env, &u.api_key_file) {
+                            (Some(var), _) => Some(std::env::var(var).map_err(|_| {
+                                format!(
+                                    "upstream `{name}`: api_key_env names `{var}`, which is not set"
+                                )
+                            })?),
+                            (_, Some(path)) => Some(
+                                std::fs::read_to_string(path)
+                                    .map_err(|e| {
+                                        format!(
+                                            "upstream `{name}`: api_key_file {}: {e}",
+                                            path.display()
+                                        )
+                                    })?
+                                    .trim()
+                                    .to_owned(),
+                            ),
+                            _ => None,
+                        };
+                        let client_api_key = u.client_api_key.unwrap_or(if api_key.is_some() {
+                            ClientApiKey::Replace
+                        } else {
+                            ClientApiKey::Pass
+                        });
+                        UpstreamSpec::Remote(RemoteSpec {
+                            rest: u.rest.clone().expect("checked"),
+                            grpc: u.grpc.clone().expect("checked"),
+                            api_key,
+                            client_api_key,
+                            connect_timeout: Duration::from_millis(u.connect_timeout_ms),
+                            request_timeout: Duration::from_millis(u.request_timeout_ms),
+                            pool_max_idle_per_host: u.pool_max_idle_per_host,
+                        })
+                    }
+                };
+                Ok((name.clone(), spec))
+            })
+            .collect()
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}

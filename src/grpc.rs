@@ -1,0 +1,498 @@
+//! The gRPC listener: every Qdrant method, known by name or not, forwarded by
+//! path. A request that names a collection (field 1 of every Points and
+//! Collections request) is read to find its route; a routed one has the name
+//! rewritten per side, in the request and in error messages coming back.
+//! Nothing else is decoded: other bytes pass as they came.
+
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{HeaderMap, HeaderValue};
+use hyper::{Request, Response};
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+use tracing::Instrument;
+
+use crate::proxy::{Names, Proxy, Resolved};
+use crate::routing::Operation;
+use crate::upstream::{Protocol, ProxyBody, UpstreamError, full, stream};
+
+/// Largest request read to find its collection, as Qdrant accepts large batches.
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// What cutover knows of a gRPC method from its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Method {
+    /// A bounded label for metrics and logs.
+    pub label: &'static str,
+    pub operation: Operation,
+    /// Whether field 1 of the request is a collection name.
+    pub names_collection: bool,
+}
+
+const fn m(label: &'static str, operation: Operation, names_collection: bool) -> Method {
+    Method {
+        label,
+        operation,
+        names_collection,
+    }
+}
+
+use Operation::{CollectionAdmin as Admin, Read, Write};
+
+/// Qdrant's public gRPC methods. Any other path is forwarded too, as
+/// `other`, its field 1 read in case it names a routed collection.
+static METHODS: &[(&str, Method)] = &[
+    ("/qdrant.Qdrant/HealthCheck", m("HealthCheck", Read, false)),
+    ("/qdrant.Collections/Get", m("CollectionGet", Read, true)),
+    ("/qdrant.Collections/List", m("CollectionList", Read, false)),
+    (
+        "/qdrant.Collections/Create",
+        m("CollectionCreate", Admin, true),
+    ),
+    (
+        "/qdrant.Collections/Update",
+        m("CollectionUpdate", Admin, true),
+    ),
+    (
+        "/qdrant.Collections/Delete",
+        m("CollectionDelete", Admin, true),
+    ),
+    (
+        "/qdrant.Collections/UpdateAliases",
+        m("UpdateAliases", Admin, false),
+    ),
+    (
+        "/qdrant.Collections/ListCollectionAliases",
+        m("ListCollectionAliases", Read, true),
+    ),
+    (
+        "/qdrant.Collections/ListAliases",
+        m("ListAliases", Read, false),
+    ),
+    (
+        "/qdrant.Collections/CollectionClusterInfo",
+        m("CollectionClusterInfo", Read, true),
+    ),
+    (
+        "/qdrant.Collections/CollectionExists",
+        m("CollectionExists", Read, true),
+    ),
+    (
+        "/qdrant.Collections/UpdateCollectionClusterSetup",
+        m("UpdateCollectionClusterSetup", Admin, true),
+    ),
+    (
+        "/qdrant.Collections/CreateShardKey",
+        m("CreateShardKey", Admin, true),
+    ),
+    (
+        "/qdrant.Collections/DeleteShardKey",
+        m("DeleteShardKey", Admin, true),
+    ),
+    (
+        "/qdrant.Collections/ListShardKeys",
+        m("ListShardKeys", Read, true),
+    ),
+    ("/qdrant.Points/Upsert", m("Upsert", Write, true)),
+    ("/qdrant.Points/Delete", m("Delete", Write, true)),
+    ("/qdrant.Points/Get", m("Get", Read, true)),
+    (
+        "/qdrant.Points/UpdateVectors",
+        m("UpdateVectors", Write, true),
+    ),
+    (
+        "/qdrant.Points/DeleteVectors",
+        m("DeleteVectors", Write, true),
+    ),
+    ("/qdrant.Points/SetPayload", m("SetPayload", Write, true)),
+    (
+        "/qdrant.Points/OverwritePayload",
+        m("OverwritePayload", Write, true),
+    ),
+    (
+        "/qdrant.Points/DeletePayload",
+        m("DeletePayload", Write, true),
+    ),
+    (
+        "/qdrant.Points/ClearPayload",
+        m("ClearPayload", Write, true),
+    ),
+    (
+        "/qdrant.Points/CreateFieldIndex",
+        m("CreateFieldIndex", Write, true),
+    ),
+    (
+        "/qdrant.Points/DeleteFieldIndex",
+        m("DeleteFieldIndex", Write, true),
+    ),
+    (
+        "/qdrant.Points/CreateVectorName",
+        m("CreateVectorName", Write, true),
+    ),
+    (
+        "/qdrant.Points/DeleteVectorName",
+        m("DeleteVectorName", Write, true),
+    ),
+    ("/qdrant.Points/Search", m("Search", Read, true)),
+    ("/qdrant.Points/SearchBatch", m("SearchBatch", Read, true)),
+    ("/qdrant.Points/SearchGroups", m("SearchGroups", Read, true)),
+    ("/qdrant.Points/Scroll", m("Scroll", Read, true)),
+    ("/qdrant.Points/Recommend", m("Recommend", Read, true)),
+    (
+        "/qdrant.Points/RecommendBatch",
+        m("RecommendBatch", Read, true),
+    ),
+    (
+        "/qdrant.Points/RecommendGroups",
+        m("RecommendGroups", Read, true),
+    ),
+    ("/qdrant.Points/Discover", m("Discover", Read, true)),
+    (
+        "/qdrant.Points/DiscoverBatch",
+        m("DiscoverBatch", Read, true),
+    ),
+    ("/qdrant.Points/Count", m("Count", Read, true)),
+    ("/qdrant.Points/UpdateBatch", m("UpdateBatch", Write, true)),
+    ("/qdrant.Points/Query", m("Query", Read, true)),
+    ("/qdrant.Points/QueryBatch", m("QueryBatch", Read, true)),
+    ("/qdrant.Points/QueryGroups", m("QueryGroups", Read, true)),
+    ("/qdrant.Points/Facet", m("Facet", Read, true)),
+    (
+        "/qdrant.Points/SearchMatrixPairs",
+        m("SearchMatrixPairs", Read, true),
+    ),
+    (
+        "/qdrant.Points/SearchMatrixOffsets",
+        m("SearchMatrixOffsets", Read, true),
+    ),
+    ("/qdrant.Snapshots/Create", m("SnapshotCreate", Read, true)),
+    ("/qdrant.Snapshots/List", m("SnapshotList", Read, true)),
+    ("/qdrant.Snapshots/Delete", m("SnapshotDelete", Read, true)),
+    (
+        "/qdrant.Snapshots/CreateFull",
+        m("SnapshotCreateFull", Read, false),
+    ),
+    (
+        "/qdrant.Snapshots/ListFull",
+        m("SnapshotListFull", Read, false),
+    ),
+    (
+        "/qdrant.Snapshots/DeleteFull",
+        m("SnapshotDeleteFull", Read, false),
+    ),
+];
+
+pub fn classify(path: &str) -> Method {
+    METHODS
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map_or(m("other", Read, true), |(_, method)| *method)
+}
+
+/// Proxies one gRPC call.
+pub async fn handle(proxy: Arc<Proxy>, request: Request<Incoming>) -> Response<ProxyBody> {
+    let method = classify(request.uri().path());
+    let span = tracing::info_span!(
+        "grpc",
+        method = method.label,
+        route = tracing::field::Empty,
+        side = tracing::field::Empty,
+        upstream = tracing::field::Empty,
+    );
+    forward(proxy, method, request).instrument(span).await
+}
+
+async fn forward(
+    proxy: Arc<Proxy>,
+    method: Method,
+    request: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let table = proxy.router.load();
+    let (parts, body) = request.into_parts();
+    let (body, collection) = if method.names_collection {
+        let message = match Limited::new(body, MAX_MESSAGE).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(err) => {
+                return status_response(
+                    Code::Internal,
+                    &format!("cutover could not read the request: {err}"),
+                );
+            }
+        };
+        let collection = collection_name(&message).map(str::to_owned);
+        (message, collection)
+    } else {
+        let resolved = proxy.resolve(&table, None, method.operation);
+        return send(
+            method,
+            &resolved,
+            table.version,
+            Request::from_parts(parts, stream(body)),
+        )
+        .await;
+    };
+    let resolved = proxy.resolve(&table, collection.as_deref(), method.operation);
+    let body = match &resolved.names.physical {
+        Some(physical) => match rename(&body, physical) {
+            Some(renamed) => renamed,
+            None => {
+                return status_response(
+                    Code::InvalidArgument,
+                    "cutover could not rewrite the collection name in this request",
+                );
+            }
+        },
+        None => body,
+    };
+    send(
+        method,
+        &resolved,
+        table.version,
+        Request::from_parts(parts, full(body)),
+    )
+    .await
+}
+
+async fn send(
+    method: Method,
+    resolved: &Resolved,
+    version: u64,
+    request: Request<ProxyBody>,
+) -> Response<ProxyBody> {
+    let span = tracing::Span::current();
+    let route = resolved.route_label().to_owned();
+    span.record("route", route.as_str());
+    span.record("side", crate::metrics::side_label(resolved.side));
+    span.record("upstream", resolved.upstream.name.as_str());
+    let (response, latency) = match resolved.upstream.send(Protocol::Grpc, request).await {
+        Ok(answer) => answer,
+        Err(err) => {
+            let code = match err {
+                UpstreamError::Timeout { .. } => Code::DeadlineExceeded,
+                UpstreamError::Unreachable { .. } => Code::Unavailable,
+            };
+            tracing::warn!(%err, "upstream failed");
+            crate::metrics::request(
+                "grpc",
+                method.label,
+                &route,
+                resolved.side,
+                "upstream_unavailable",
+            );
+            return status_response(code, &err.to_string());
+        }
+    };
+    crate::metrics::upstream_latency("grpc", resolved.side, latency);
+    let (mut parts, body) = response.into_parts();
+    resolved.mark(&mut parts.headers, version);
+    // A trailers-only answer carries its status in the headers.
+    if parts.headers.contains_key("grpc-status") {
+        rewrite_grpc_message(&mut parts.headers, &resolved.names);
+        crate::metrics::request(
+            "grpc",
+            method.label,
+            &route,
+            resolved.side,
+            outcome(&parts.headers),
+        );
+        return Response::from_parts(parts, stream(body));
+    }
+    let side = resolved.side;
+    let names = resolved.names.clone();
+    let body = body
+        .map_frame(move |frame| match frame.into_trailers() {
+            Ok(mut trailers) => {
+                rewrite_grpc_message(&mut trailers, &names);
+                crate::metrics::request("grpc", method.label, &route, side, outcome(&trailers));
+                Frame::trailers(trailers)
+            }
+            Err(frame) => frame,
+        })
+        .map_err(Into::into)
+        .boxed_unsync();
+    Response::from_parts(parts, body)
+}
+
+fn outcome(headers: &HeaderMap) -> &'static str {
+    match headers.get("grpc-status").and_then(|v| v.to_str().ok()) {
+        Some("0") | None => "ok",
+        Some(_) => "error",
+    }
+}
+
+fn rewrite_grpc_message(headers: &mut HeaderMap, names: &Names) {
+    let Some(message) = headers.get("grpc-message").and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    let decoded = percent_decode_str(message).decode_utf8_lossy().into_owned();
+    if let Some(rewritten) = names.rewrite_message(&decoded) {
+        let encoded = utf8_percent_encode(&rewritten, GRPC_MESSAGE).to_string();
+        headers.insert(
+            "grpc-message",
+            HeaderValue::from_str(&encoded).expect("percent-encoded ASCII"),
+        );
+    }
+}
+
+/// gRPC percent-encodes bytes outside printable ASCII, and `%` itself.
+const GRPC_MESSAGE: &AsciiSet = &CONTROLS.add(b'%');
+
+#[derive(Clone, Copy)]
+enum Code {
+    InvalidArgument = 3,
+    DeadlineExceeded = 4,
+    Internal = 13,
+    Unavailable = 14,
+}
+
+/// A trailers-only gRPC error answered by cutover itself.
+fn status_response(code: Code, message: &str) -> Response<ProxyBody> {
+    Response::builder()
+        .header("content-type", "application/grpc")
+        .header("grpc-status", (code as i32).to_string())
+        .header(
+            "grpc-message",
+            utf8_percent_encode(message, GRPC_MESSAGE).to_string(),
+        )
+        .body(full(Bytes::new()))
+        .expect("static response parts")
+}
+
+/// The collection name in a unary gRPC request: field 1, length-delimited,
+/// of the one message in the body. `None` when there is none to read.
+pub fn collection_name(body: &[u8]) -> Option<&str> {
+    let (range, _) = field_one(message(body)?)?;
+    std::str::from_utf8(&message(body)?[range]).ok()
+}
+
+/// The message of a single uncompressed gRPC frame.
+fn message(body: &[u8]) -> Option<&[u8]> {
+    let (&compressed, rest) = body.split_first()?;
+    let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    (compressed == 0 && rest.len() == 4 + len).then(|| &rest[4..])
+}
+
+/// Where field 1 (wire type 2) sits in a protobuf message: the value's byte
+/// range and the whole field's (tag and length included).
+fn field_one(msg: &[u8]) -> Option<(std::ops::Range<usize>, std::ops::Range<usize>)> {
+    let mut pos = 0;
+    while pos < msg.len() {
+        let start = pos;
+        let key = varint(msg, &mut pos)?;
+        let (field, wire) = (key >> 3, key & 7);
+        match wire {
+            0 => {
+                varint(msg, &mut pos)?;
+            }
+            1 => pos += 8,
+            2 => {
+                let len = varint(msg, &mut pos)? as usize;
+                let value = pos..pos.checked_add(len)?;
+                if value.end > msg.len() {
+                    return None;
+                }
+                pos = value.end;
+                if field == 1 {
+                    return Some((value, start..pos));
+                }
+            }
+            5 => pos += 4,
+            _ => return None,
+        }
+    }
+    None
+}
+
+fn varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *buf.get(*pos)?;
+        *pos += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// The same gRPC frame with field 1 set to `name`; other bytes untouched.
+pub fn rename(body: &[u8], name: &str) -> Option<Bytes> {
+    let msg = message(body)?;
+    let (_, whole) = field_one(msg)?;
+    let mut field = BytesMut::with_capacity(name.len() + 6);
+    field.put_u8(0x0a); // field 1, wire type 2
+    let mut len = name.len() as u64;
+    while len >= 0x80 {
+        field.put_u8((len as u8) | 0x80);
+        len >>= 7;
+    }
+    field.put_u8(len as u8);
+    field.put_slice(name.as_bytes());
+    let new_len = msg.len() - whole.len() + field.len();
+    let mut out = BytesMut::with_capacity(5 + new_len);
+    out.put_u8(0);
+    out.put_u32(u32::try_from(new_len).ok()?);
+    out.put_slice(&field);
+    out.put_slice(&msg[..whole.start]);
+    out.put_slice(&msg[whole.end..]);
+    Some(out.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+    use qdrant_client::qdrant::{SearchPoints, UpsertPoints};
+
+    fn frame(msg: &impl Message) -> Vec<u8> {
+        let body = msg.encode_to_vec();
+        let mut out = vec![0];
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    #[test]
+    fn reads_and_rewrites_the_collection_keeping_every_other_field() {
+        let search = SearchPoints {
+            collection_name: "docs".into(),
+            vector: vec![0.5; 300],
+            limit: 7,
+            ..Default::default()
+        };
+        let body = frame(&search);
+        assert_eq!(collection_name(&body), Some("docs"));
+        let renamed = rename(&body, &"docs_v2_with_a_much_longer_name".repeat(5)).unwrap();
+        let decoded = SearchPoints::decode(&renamed[5..]).unwrap();
+        assert_eq!(
+            decoded.collection_name,
+            "docs_v2_with_a_much_longer_name".repeat(5)
+        );
+        assert_eq!(
+            SearchPoints {
+                collection_name: "docs".into(),
+                ..decoded
+            },
+            search
+        );
+    }
+
+    #[test]
+    fn no_name_where_there_is_none() {
+        assert_eq!(collection_name(&frame(&UpsertPoints::default())), None);
+        assert_eq!(
+            collection_name(&[0, 0, 0, 0, 9, 1]),
+            None,
+            "truncated frame"
+        );
+        assert_eq!(collection_name(&[1, 0, 0, 0, 0]), None, "compressed frame");
+        assert_eq!(
+            classify("/qdrant.Points/Upsert").operation,
+            Operation::Write
+        );
+        assert_eq!(classify("/qdrant.Points/NewMethod").label, "other");
+    }
+}

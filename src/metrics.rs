@@ -1,0 +1,88 @@
+//! Prometheus metrics: one function per decision cutover records, so names
+//! and labels live in one place. Prefix `cutover_`, base units, bounded labels.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::routing::Side;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Latency buckets in seconds: 100 µs to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// Installs the process-wide recorder (once) and answers its handle.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .expect("static buckets are valid")
+                .install_recorder()
+                .expect("no other metrics recorder is installed")
+        })
+        .clone()
+}
+
+/// The side label of a request: `blue`, `green`, or `default` for passthrough.
+pub fn side_label(side: Option<Side>) -> &'static str {
+    side.map_or("default", Side::as_str)
+}
+
+/// One proxied request and how it ended.
+pub fn request(
+    protocol: &'static str,
+    method: &'static str,
+    route: &str,
+    side: Option<Side>,
+    outcome: &'static str,
+) {
+    counter!(
+        "cutover_requests_total",
+        "protocol" => protocol,
+        "method" => method,
+        "route" => route.to_owned(),
+        "side" => side_label(side),
+        "outcome" => outcome,
+    )
+    .increment(1);
+}
+
+/// Time from sending to an upstream to its response headers.
+pub fn upstream_latency(protocol: &'static str, side: Option<Side>, elapsed: Duration) {
+    histogram!(
+        "cutover_upstream_request_duration_seconds",
+        "protocol" => protocol,
+        "side" => side_label(side),
+    )
+    .record(elapsed.as_secs_f64());
+}
+
+pub fn routing_version(version: u64) {
+    gauge!("cutover_routing_version").set(version as f64);
+}
+
+/// An admin change to the routing table, accepted or refused.
+pub fn route_change(action: &'static str, outcome: &'static str) {
+    counter!("cutover_route_changes_total", "action" => action, "outcome" => outcome).increment(1);
+}
+
+/// A request to the admin API refused for its credentials.
+pub fn admin_unauthorized() {
+    counter!("cutover_admin_unauthorized_total").increment(1);
+}
+
+/// Whether each upstream answered its last health check (1) or not (0).
+pub fn upstream_up(upstream: &str, up: bool) {
+    gauge!("cutover_upstream_up", "upstream" => upstream.to_owned()).set(if up {
+        1.0
+    } else {
+        0.0
+    });
+}

@@ -1,0 +1,103 @@
+//! What both protocol handlers share: the routing table, the upstreams, the
+//! resolution of a request to one side, and the marks and name rewriting
+//! on the way back.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use hyper::header::{HeaderMap, HeaderValue};
+
+use crate::routing::{Operation, Router, RoutingTable, Side};
+use crate::upstream::Upstream;
+
+/// Response header: the routing version the request was decided by.
+pub const VERSION_HEADER: &str = "x-cutover-routing-version";
+/// Response header: the side that answered a routed request.
+pub const SIDE_HEADER: &str = "x-cutover-side";
+
+pub struct Proxy {
+    pub router: Router,
+    pub upstreams: BTreeMap<String, Arc<Upstream>>,
+    pub default: Arc<Upstream>,
+}
+
+/// Where one request goes.
+pub struct Resolved {
+    pub upstream: Arc<Upstream>,
+    /// The side, when routed.
+    pub side: Option<Side>,
+    pub names: Names,
+}
+
+/// A routed request's logical collection and its name on the chosen side.
+#[derive(Debug, Clone, Default)]
+pub struct Names {
+    pub route: Option<String>,
+    pub physical: Option<String>,
+}
+
+impl Proxy {
+    /// Picks the upstream and the collection name for `collection` under `table`.
+    pub fn resolve(
+        &self,
+        table: &RoutingTable,
+        collection: Option<&str>,
+        operation: Operation,
+    ) -> Resolved {
+        let Some(route) = collection.and_then(|c| table.get(c)) else {
+            return Resolved {
+                upstream: self.default.clone(),
+                side: None,
+                names: Names::default(),
+            };
+        };
+        let side = route.side_for(operation);
+        let target = route.target(side);
+        if operation == Operation::CollectionAdmin {
+            tracing::info!(
+                route = %route.collection,
+                side = side.as_str(),
+                collection = %target.collection,
+                "collection change on a routed name goes to the primary only"
+            );
+        }
+        Resolved {
+            upstream: self.upstreams[&target.upstream].clone(),
+            side: Some(side),
+            names: Names {
+                route: Some(route.collection.clone()),
+                physical: Some(target.collection.clone()),
+            },
+        }
+    }
+}
+
+impl Resolved {
+    /// Marks a routed response with the version and side that served it.
+    pub fn mark(&self, headers: &mut HeaderMap, version: u64) {
+        if let Some(side) = self.side {
+            headers.insert(VERSION_HEADER, HeaderValue::from(version));
+            headers.insert(SIDE_HEADER, HeaderValue::from_static(side.as_str()));
+        }
+    }
+
+    /// The route label for metrics and logs: empty for passthrough.
+    pub fn route_label(&self) -> &str {
+        self.names.route.as_deref().unwrap_or("")
+    }
+}
+
+impl Names {
+    /// Rewrites the physical collection name back to the logical one in a
+    /// message (Qdrant quotes names in backticks).
+    pub fn rewrite_message(&self, message: &str) -> Option<String> {
+        let (route, physical) = (self.route.as_deref()?, self.physical.as_deref()?);
+        if route == physical {
+            return None;
+        }
+        let quoted = format!("`{physical}`");
+        message
+            .contains(&quoted)
+            .then(|| message.replace(&quoted, &format!("`{route}`")))
+    }
+}

@@ -1,0 +1,233 @@
+//! The REST listener: every path forwarded, bodies streamed. A path under
+//! `/collections/{name}` is looked up in the routing table; a routed one has
+//! the name rewritten per side in the path, and in error messages back.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use tracing::Instrument;
+
+use crate::proxy::{Proxy, Resolved};
+use crate::routing::Operation;
+use crate::upstream::{Protocol, ProxyBody, UpstreamError, full, stream};
+
+/// A path segment keeps RFC 3986's unreserved characters as they are.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Error bodies are read to rewrite the collection name; larger ones pass as they are.
+const MAX_ERROR_BODY: usize = 1024 * 1024;
+
+/// What cutover knows of a REST request from its method and path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classified {
+    pub label: &'static str,
+    pub operation: Operation,
+    /// The collection named in the path, decoded.
+    pub collection: Option<String>,
+}
+
+pub fn classify(method: &Method, path: &str) -> Classified {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let collection = match segments.as_slice() {
+        ["collections", "aliases"] => None,
+        ["collections", name, ..] if !name.is_empty() => {
+            Some(percent_decode_str(name).decode_utf8_lossy().into_owned())
+        }
+        _ => None,
+    };
+    let rest: Vec<&str> = segments.iter().skip(2).copied().collect();
+    use Operation::{CollectionAdmin as Admin, Read, Write};
+    let (label, operation) = match (method, rest.as_slice()) {
+        _ if collection.is_none() => ("other", Read),
+        (&Method::GET, []) => ("collection_get", Read),
+        (_, []) => ("collection_change", Admin),
+        (&Method::PUT, ["points"]) => ("upsert", Write),
+        (&Method::POST, ["points"]) => ("get", Read),
+        (&Method::POST, ["points", "delete"]) => ("delete", Write),
+        (&Method::POST | &Method::PUT, ["points", "payload"]) => ("payload", Write),
+        (&Method::POST, ["points", "payload", "delete" | "clear"]) => ("payload", Write),
+        (&Method::PUT, ["points", "vectors"]) => ("vectors", Write),
+        (&Method::POST, ["points", "vectors", "delete"]) => ("vectors", Write),
+        (&Method::POST, ["points", "batch"]) => ("batch", Write),
+        (_, ["index", ..]) => ("index", Write),
+        (_, ["points", "search", ..]) => ("search", Read),
+        (_, ["points", "query", ..]) => ("query", Read),
+        (_, ["points", "recommend", ..]) => ("recommend", Read),
+        (_, ["points", "discover", ..]) => ("discover", Read),
+        (_, ["points", "scroll"]) => ("scroll", Read),
+        (_, ["points", "count"]) => ("count", Read),
+        (_, ["points", "facet"]) => ("facet", Read),
+        _ => ("other", Read),
+    };
+    Classified {
+        label,
+        operation,
+        collection,
+    }
+}
+
+/// Proxies one REST request.
+pub async fn handle(proxy: Arc<Proxy>, request: Request<Incoming>) -> Response<ProxyBody> {
+    let classified = classify(request.method(), request.uri().path());
+    let span = tracing::info_span!(
+        "rest",
+        method = classified.label,
+        route = tracing::field::Empty,
+        side = tracing::field::Empty,
+        upstream = tracing::field::Empty,
+    );
+    forward(proxy, classified, request).instrument(span).await
+}
+
+async fn forward(
+    proxy: Arc<Proxy>,
+    classified: Classified,
+    request: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let table = proxy.router.load();
+    let resolved = proxy.resolve(
+        &table,
+        classified.collection.as_deref(),
+        classified.operation,
+    );
+    let span = tracing::Span::current();
+    span.record("route", resolved.route_label());
+    span.record("side", crate::metrics::side_label(resolved.side));
+    span.record("upstream", resolved.upstream.name.as_str());
+
+    let (mut parts, body) = request.into_parts();
+    if let Some(physical) = &resolved.names.physical {
+        parts.uri = renamed_uri(&parts.uri, physical);
+    }
+    let label = classified.label;
+    let route = resolved.route_label().to_owned();
+    let request = Request::from_parts(parts, stream(body));
+    let (response, latency) = match resolved.upstream.send(Protocol::Rest, request).await {
+        Ok(answer) => answer,
+        Err(err) => {
+            tracing::warn!(%err, "upstream failed");
+            crate::metrics::request("rest", label, &route, resolved.side, "upstream_unavailable");
+            let status = match err {
+                UpstreamError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+                UpstreamError::Unreachable { .. } => StatusCode::BAD_GATEWAY,
+            };
+            return error_response(status, &err.to_string());
+        }
+    };
+    crate::metrics::upstream_latency("rest", resolved.side, latency);
+    let outcome = if response.status().is_success() {
+        "ok"
+    } else {
+        "error"
+    };
+    crate::metrics::request("rest", label, &route, resolved.side, outcome);
+    let (mut parts, body) = response.into_parts();
+    resolved.mark(&mut parts.headers, table.version);
+    if resolved.names.physical.is_some() && !parts.status.is_success() {
+        return rewrite_error_body(parts, body, &resolved).await;
+    }
+    Response::from_parts(parts, stream(body))
+}
+
+/// `/collections/{logical}/rest?query` becomes `/collections/{physical}/rest?query`.
+fn renamed_uri(uri: &Uri, physical: &str) -> Uri {
+    let path = uri.path();
+    let after_name = path
+        .trim_start_matches('/')
+        .splitn(3, '/')
+        .nth(2)
+        .map(|rest| format!("/{rest}"))
+        .unwrap_or_default();
+    let encoded = utf8_percent_encode(physical, SEGMENT);
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    format!("/collections/{encoded}{after_name}{query}")
+        .parse()
+        .expect("a path built from a valid one")
+}
+
+async fn rewrite_error_body(
+    mut parts: hyper::http::response::Parts,
+    body: Incoming,
+    resolved: &Resolved,
+) -> Response<ProxyBody> {
+    let bytes = match Limited::new(body, MAX_ERROR_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) => {
+            return error_response(
+                StatusCode::BAD_GATEWAY,
+                &format!("cutover could not read the upstream's error: {err}"),
+            );
+        }
+    };
+    let body = match std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|text| resolved.names.rewrite_message(text))
+    {
+        Some(rewritten) => Bytes::from(rewritten),
+        None => bytes,
+    };
+    parts.headers.remove(hyper::header::CONTENT_LENGTH);
+    Response::from_parts(parts, full(body))
+}
+
+/// An error answered by cutover itself, in Qdrant's envelope.
+pub fn error_response(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    let body = serde_json::json!({ "status": { "error": message }, "time": 0.0 });
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(full(
+            serde_json::to_vec(&body).expect("JSON values serialize"),
+        ))
+        .expect("static response parts")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_by_method_and_path() {
+        let c = classify(&Method::PUT, "/collections/docs/points");
+        assert_eq!(
+            (c.label, c.operation, c.collection.as_deref()),
+            ("upsert", Operation::Write, Some("docs"))
+        );
+        let c = classify(&Method::POST, "/collections/my%20docs/points/query/batch");
+        assert_eq!(
+            (c.label, c.operation, c.collection.as_deref()),
+            ("query", Operation::Read, Some("my docs"))
+        );
+        assert_eq!(
+            classify(&Method::DELETE, "/collections/docs").operation,
+            Operation::CollectionAdmin
+        );
+        assert_eq!(
+            classify(&Method::POST, "/collections/aliases").collection,
+            None
+        );
+        assert_eq!(classify(&Method::GET, "/collections").collection, None);
+    }
+
+    #[test]
+    fn renames_only_the_collection_segment() {
+        let uri: Uri = "/collections/docs/points/search?wait=true".parse().unwrap();
+        assert_eq!(
+            renamed_uri(&uri, "docs_v2").to_string(),
+            "/collections/docs_v2/points/search?wait=true"
+        );
+        let uri: Uri = "/collections/docs".parse().unwrap();
+        assert_eq!(
+            renamed_uri(&uri, "new docs").to_string(),
+            "/collections/new%20docs"
+        );
+    }
+}

@@ -1,0 +1,308 @@
+//! The routing table: an immutable snapshot of every route with a version,
+//! swapped whole (arc-swap) on an admin change or a reload. A request loads
+//! it once and sees that one version to its end.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    #[default]
+    Blue,
+    Green,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Blue => "blue",
+            Side::Green => "green",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WritePolicy {
+    #[default]
+    BlueOnly,
+    Dual,
+    GreenOnly,
+}
+
+/// An upstream and a collection on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Target {
+    pub upstream: String,
+    pub collection: String,
+}
+
+/// The policies an operator changes at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// The side whose answers reads get.
+    pub primary: Side,
+    pub writes: WritePolicy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Route {
+    pub collection: String,
+    pub blue: Target,
+    pub green: Target,
+    #[serde(flatten)]
+    pub policy: Policy,
+}
+
+/// What a request does, as far as routing cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Read,
+    Write,
+    /// Create, update or delete of the collection itself.
+    CollectionAdmin,
+}
+
+impl Route {
+    pub fn target(&self, side: Side) -> &Target {
+        match side {
+            Side::Blue => &self.blue,
+            Side::Green => &self.green,
+        }
+    }
+
+    /// The side one request goes to under this route's policy.
+    pub fn side_for(&self, operation: Operation) -> Side {
+        match operation {
+            Operation::Read | Operation::CollectionAdmin => self.policy.primary,
+            Operation::Write => match self.policy.writes {
+                WritePolicy::BlueOnly => Side::Blue,
+                WritePolicy::GreenOnly => Side::Green,
+                WritePolicy::Dual => self.policy.primary,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RoutingTable {
+    pub version: u64,
+    pub routes: BTreeMap<String, Arc<Route>>,
+}
+
+impl RoutingTable {
+    pub fn get(&self, collection: &str) -> Option<&Arc<Route>> {
+        self.routes.get(collection)
+    }
+
+    fn from_config(config: &Config, version: u64) -> RoutingTable {
+        let target = |t: &crate::config::TargetConfig| Target {
+            upstream: t.upstream.clone(),
+            collection: t.collection.clone(),
+        };
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| {
+                let r = r.get_ref();
+                let route = Route {
+                    collection: r.collection.clone(),
+                    blue: target(r.blue.get_ref()),
+                    green: target(r.green.get_ref()),
+                    policy: Policy {
+                        primary: r.primary,
+                        writes: r.writes.as_ref().map(|w| *w.get_ref()).unwrap_or_default(),
+                    },
+                };
+                (r.collection.clone(), Arc::new(route))
+            })
+            .collect();
+        RoutingTable { version, routes }
+    }
+}
+
+/// What an operator may change on one route.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyChange {
+    pub primary: Option<Side>,
+    pub writes: Option<WritePolicy>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    #[error("no route for collection `{0}`")]
+    UnknownRoute(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("cannot write the state file {path}: {source}")]
+    State {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// The live table and its persistence. Changes are serialized; readers never wait.
+pub struct Router {
+    table: ArcSwap<RoutingTable>,
+    state_file: PathBuf,
+    changes: Mutex<()>,
+}
+
+/// What survives a restart: the version and each route's policy.
+#[derive(Debug, Serialize, Deserialize)]
+struct State {
+    version: u64,
+    policies: BTreeMap<String, Policy>,
+}
+
+impl Router {
+    /// Builds the table from the config, with the policies the state file kept.
+    pub fn new(config: &Config) -> Result<Router, ChangeError> {
+        let state = read_state(&config.state_file)?;
+        let mut table = RoutingTable::from_config(config, state.as_ref().map_or(1, |s| s.version));
+        if let Some(state) = state {
+            apply_policies(&mut table, &state.policies);
+        }
+        crate::metrics::routing_version(table.version);
+        Ok(Router {
+            table: ArcSwap::from_pointee(table),
+            state_file: config.state_file.clone(),
+            changes: Mutex::new(()),
+        })
+    }
+
+    /// The current snapshot; load once per request.
+    pub fn load(&self) -> Arc<RoutingTable> {
+        self.table.load_full()
+    }
+
+    /// Changes one route's policy; answers the new snapshot.
+    pub fn change(
+        &self,
+        collection: &str,
+        change: PolicyChange,
+    ) -> Result<Arc<RoutingTable>, ChangeError> {
+        if change.writes == Some(WritePolicy::Dual) {
+            return Err(ChangeError::Refused(
+                "writes = dual is not built yet; use blue_only or green_only".into(),
+            ));
+        }
+        self.update(|table| {
+            let route = table
+                .routes
+                .get_mut(collection)
+                .ok_or_else(|| ChangeError::UnknownRoute(collection.to_owned()))?;
+            let mut new = (**route).clone();
+            new.policy.primary = change.primary.unwrap_or(new.policy.primary);
+            new.policy.writes = change.writes.unwrap_or(new.policy.writes);
+            *route = Arc::new(new);
+            Ok(format!("route `{collection}` changed: {change:?}"))
+        })
+    }
+
+    /// Every route back to blue, reads and writes, in one swap.
+    pub fn rollback(&self) -> Result<Arc<RoutingTable>, ChangeError> {
+        self.update(|table| {
+            for route in table.routes.values_mut() {
+                let mut new = (**route).clone();
+                new.policy = Policy {
+                    primary: Side::Blue,
+                    writes: WritePolicy::BlueOnly,
+                };
+                *route = Arc::new(new);
+            }
+            Ok("rolled back: every route to blue".into())
+        })
+    }
+
+    /// Takes a re-read config's routes, keeping the live policy of routes that stay.
+    pub fn reload(&self, config: &Config) -> Result<Arc<RoutingTable>, ChangeError> {
+        self.update(|table| {
+            let policies = table
+                .routes
+                .iter()
+                .map(|(name, route)| (name.clone(), route.policy))
+                .collect();
+            let mut fresh = RoutingTable::from_config(config, table.version);
+            apply_policies(&mut fresh, &policies);
+            table.routes = fresh.routes;
+            Ok(format!("reloaded: {} routes", table.routes.len()))
+        })
+    }
+
+    /// Applies a change to a copy, persists it, then swaps it in and logs it.
+    fn update(
+        &self,
+        change: impl FnOnce(&mut RoutingTable) -> Result<String, ChangeError>,
+    ) -> Result<Arc<RoutingTable>, ChangeError> {
+        let _serialized = self.changes.lock();
+        let mut table = (*self.table.load_full()).clone();
+        let what = change(&mut table)?;
+        table.version += 1;
+        write_state(&self.state_file, &table)?;
+        let table = Arc::new(table);
+        self.table.store(table.clone());
+        crate::metrics::routing_version(table.version);
+        tracing::info!(version = table.version, "{what}");
+        Ok(table)
+    }
+}
+
+fn apply_policies(table: &mut RoutingTable, policies: &BTreeMap<String, Policy>) {
+    for (name, policy) in policies {
+        if let Some(route) = table.routes.get_mut(name) {
+            let mut new = (**route).clone();
+            new.policy = *policy;
+            *route = Arc::new(new);
+        }
+    }
+}
+
+fn read_state(path: &Path) -> Result<Option<State>, ChangeError> {
+    let state_error = |source| ChangeError::State {
+        path: path.display().to_string(),
+        source,
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| state_error(std::io::Error::other(e))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(state_error(e)),
+    }
+}
+
+/// Writes the state by atomic rename: a crash leaves the old file or the new one.
+fn write_state(path: &Path, table: &RoutingTable) -> Result<(), ChangeError> {
+    let state = State {
+        version: table.version,
+        policies: table
+            .routes
+            .iter()
+            .map(|(name, route)| (name.clone(), route.policy))
+            .collect(),
+    };
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("tmp");
+        let mut file = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut file, &serde_json::to_vec_pretty(&state)?)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|source| ChangeError::State {
+        path: path.display().to_string(),
+        source,
+    })
+}

@@ -1,0 +1,180 @@
+//! An upstream Qdrant endpoint: pooled HTTP/1.1 clients for REST, HTTP/2
+//! for gRPC, its API key policy and timeouts, and its health check.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::{ClientApiKey, RemoteSpec};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Every body cutover sends or answers with: streamed or buffered alike.
+pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+pub fn stream(body: Incoming) -> ProxyBody {
+    body.map_err(BoxError::from).boxed_unsync()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Rest,
+    Grpc,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Rest => "rest",
+            Protocol::Grpc => "grpc",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream `{upstream}` did not answer within {timeout:?}")]
+    Timeout { upstream: String, timeout: Duration },
+    #[error("upstream `{upstream}` is unreachable: {source}")]
+    Unreachable {
+        upstream: String,
+        source: hyper_util::client::legacy::Error,
+    },
+}
+
+pub struct Upstream {
+    pub name: String,
+    rest: Uri,
+    grpc: Uri,
+    api_key: Option<HeaderValue>,
+    client_api_key: ClientApiKey,
+    request_timeout: Duration,
+    rest_client: Client<HttpConnector, ProxyBody>,
+    grpc_client: Client<HttpConnector, ProxyBody>,
+}
+
+impl Upstream {
+    pub fn new(name: &str, spec: &RemoteSpec) -> Result<Upstream, String> {
+        let uri = |url: &str| -> Result<Uri, String> {
+            url.trim_end_matches('/')
+                .parse()
+                .map_err(|e| format!("upstream `{name}`: `{url}`: {e}"))
+        };
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(spec.connect_timeout));
+        let rest_client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(spec.pool_max_idle_per_host)
+            .build(connector.clone());
+        let grpc_client = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build(connector);
+        let api_key = spec
+            .api_key
+            .as_deref()
+            .map(HeaderValue::from_str)
+            .transpose()
+            .map_err(|_| format!("upstream `{name}`: the API key is not a valid header value"))?;
+        Ok(Upstream {
+            name: name.to_owned(),
+            rest: uri(&spec.rest)?,
+            grpc: uri(&spec.grpc)?,
+            api_key,
+            client_api_key: spec.client_api_key,
+            request_timeout: spec.request_timeout,
+            rest_client,
+            grpc_client,
+        })
+    }
+
+    /// Sends a request, its path and query kept, to this upstream; answers
+    /// when the response headers arrive, the body still streaming.
+    pub async fn send(
+        &self,
+        protocol: Protocol,
+        mut request: Request<ProxyBody>,
+    ) -> Result<(Response<Incoming>, Duration), UpstreamError> {
+        let (base, client) = match protocol {
+            Protocol::Rest => (&self.rest, &self.rest_client),
+            Protocol::Grpc => (&self.grpc, &self.grpc_client),
+        };
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        *request.uri_mut() = Uri::builder()
+            .scheme(base.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP))
+            .authority(base.authority().cloned().expect("checked at config time"))
+            .path_and_query(path)
+            .build()
+            .expect("parts of valid URIs");
+        *request.version_mut() = match protocol {
+            Protocol::Rest => http::Version::HTTP_11,
+            Protocol::Grpc => http::Version::HTTP_2,
+        };
+        strip_hop_by_hop(request.headers_mut());
+        self.apply_api_key(request.headers_mut());
+        let started = Instant::now();
+        let response = tokio::time::timeout(self.request_timeout, client.request(request))
+            .await
+            .map_err(|_| UpstreamError::Timeout {
+                upstream: self.name.clone(),
+                timeout: self.request_timeout,
+            })?
+            .map_err(|source| UpstreamError::Unreachable {
+                upstream: self.name.clone(),
+                source,
+            })?;
+        Ok((response, started.elapsed()))
+    }
+
+    fn apply_api_key(&self, headers: &mut HeaderMap) {
+        if self.client_api_key == ClientApiKey::Replace {
+            headers.remove("api-key");
+            headers.remove(header::AUTHORIZATION);
+            if let Some(key) = &self.api_key {
+                headers.insert(HeaderName::from_static("api-key"), key.clone());
+            }
+        }
+    }
+
+    /// Ready when its REST health endpoint answers 200.
+    pub async fn healthy(&self) -> bool {
+        let request = Request::get("/healthz")
+            .body(full(Bytes::new()))
+            .expect("static request");
+        match self.send(Protocol::Rest, request).await {
+            Ok((response, _)) => response.status().is_success(),
+            Err(_) => false,
+        }
+    }
+}
+
+/// Headers that belong to one connection, not to the request.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    for name in [
+        header::CONNECTION,
+        header::HOST,
+        header::PROXY_AUTHORIZATION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
