@@ -166,3 +166,84 @@ pub fn assert_same_ranking(got: &[(u64, f32)], want: &[(u64, f32)], what: &str) 
         }
     }
 }
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// cutover in front of two upstreams, reached as remote ones over loopback.
+/// `routes` is TOML appended to the config; the default upstream is blue.
+pub struct TestProxy {
+    pub running: cutover::serve::Running,
+    pub config_path: std::path::PathBuf,
+}
+
+pub fn proxy_config(
+    blue: &EmbeddedUpstream,
+    green: &EmbeddedUpstream,
+    dir: &std::path::Path,
+    routes: &str,
+) -> String {
+    std::fs::write(dir.join("admin-token"), ADMIN_TOKEN).unwrap();
+    format!(
+        r#"
+state_file = "{state}"
+default_upstream = "blue"
+
+[listen]
+rest = "127.0.0.1:0"
+grpc = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+admin_token_file = "{token}"
+
+[upstreams.blue]
+rest = "{blue_rest}"
+grpc = "{blue_grpc}"
+
+[upstreams.green]
+rest = "{green_rest}"
+grpc = "{green_grpc}"
+
+{routes}
+"#,
+        state = dir.join("state.json").display(),
+        token = dir.join("admin-token").display(),
+        blue_rest = blue.rest_url(),
+        blue_grpc = blue.grpc_url(),
+        green_rest = green.rest_url(),
+        green_grpc = green.grpc_url(),
+    )
+}
+
+pub async fn start_proxy(config_text: &str, dir: &std::path::Path) -> TestProxy {
+    let config_path = dir.join("cutover.toml");
+    std::fs::write(&config_path, config_text).unwrap();
+    let config = cutover::config::Config::load(&config_path).expect("a valid test config");
+    let running = cutover::serve::start(config, Some(config_path.clone()))
+        .await
+        .expect("cutover starts");
+    TestProxy {
+        running,
+        config_path,
+    }
+}
+
+impl TestProxy {
+    pub fn rest_url(&self) -> String {
+        format!("http://{}", self.running.rest_addr)
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.running.grpc_addr)
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.running.admin_addr)
+    }
+}
+
+/// The demo route: `docs` is `docs` on blue and `docs_v2` on green.
+pub const DOCS_ROUTE: &str = r#"
+[[routes]]
+collection = "docs"
+blue = { upstream = "blue", collection = "docs" }
+green = { upstream = "green", collection = "docs_v2" }
+"#;

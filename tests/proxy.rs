@@ -1,0 +1,630 @@
+//! cutover in front of two embedded upstreams: routed names rewritten per
+//! side on both protocols, the admin API and its auth, metrics, the state file.
+
+mod common;
+
+use common::*;
+use qdrant_client::Qdrant;
+use qdrant_client::qdrant::{self as pb};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+struct Setup {
+    blue: TestUpstream,
+    green: TestUpstream,
+    proxy: TestProxy,
+    dir: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+async fn setup() -> Setup {
+    let blue = start_upstream().await;
+    let green = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = proxy_config(&blue.upstream, &green.upstream, dir.path(), DOCS_ROUTE);
+    let proxy = start_proxy(&config, dir.path()).await;
+    Setup {
+        blue,
+        green,
+        proxy,
+        dir,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl Setup {
+    async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.proxy.admin_url()))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        (response.status(), response.json().await.unwrap())
+    }
+
+    async fn flip(&self, primary: &str) -> u64 {
+        let writes = format!("{primary}_only");
+        let (status, body) = self
+            .admin(
+                reqwest::Method::PATCH,
+                "/routes/docs",
+                Some(json!({ "primary": primary, "writes": writes })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["version"].as_u64().unwrap()
+    }
+
+    async fn rest(
+        &self,
+        method: reqwest::Method,
+        base: &str,
+        path: &str,
+        body: Value,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let response = self
+            .http
+            .request(method, format!("{base}{path}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let (status, headers) = (response.status(), response.headers().clone());
+        (
+            status,
+            headers,
+            response.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    async fn stop(self) {
+        self.proxy.running.stop().await;
+        self.blue.upstream.stop().await;
+        self.green.upstream.stop().await;
+    }
+}
+
+fn collection_body() -> Value {
+    json!({ "vectors": { "size": 2, "distance": "Dot" } })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_names_are_rewritten_per_side() {
+    let s = setup().await;
+    let proxy = s.proxy.rest_url();
+    let put = reqwest::Method::PUT;
+
+    // Blue is primary: `docs` is created as `docs` on blue.
+    let (status, headers, _) = s
+        .rest(put.clone(), &proxy, "/collections/docs", collection_body())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["x-cutover-side"], "blue");
+    assert_eq!(headers["x-cutover-routing-version"], "1");
+
+    // Green is primary: an error about the missing `docs_v2` names `docs`.
+    s.flip("green").await;
+    let (status, headers, body) = s
+        .rest(
+            reqwest::Method::POST,
+            &proxy,
+            "/collections/docs/points/count",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(headers["x-cutover-side"], "green");
+    assert_eq!(
+        body["status"]["error"],
+        "Not found: Collection `docs` doesn't exist!"
+    );
+
+    // Created through cutover, it lands on green as `docs_v2`.
+    let (status, _, _) = s
+        .rest(put.clone(), &proxy, "/collections/docs", collection_body())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let green = s.green.upstream.rest_url();
+    let (_, _, exists) = s
+        .rest(
+            reqwest::Method::GET,
+            &green,
+            "/collections/docs_v2/exists",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(exists["result"]["exists"], true);
+    let (_, _, exists) = s
+        .rest(
+            reqwest::Method::GET,
+            &green,
+            "/collections/docs/exists",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(exists["result"]["exists"], false);
+
+    // Writes on `docs` reach `docs_v2`. An error that names no collection
+    // (a vector of the wrong size) passes as it came.
+    let points =
+        json!({ "points": [{ "id": 7, "vector": [1.0, 2.0], "payload": { "on": "green" } }] });
+    let (status, headers, _) = s
+        .rest(
+            put.clone(),
+            &proxy,
+            "/collections/docs/points?wait=true",
+            points,
+        )
+        .await;
+    assert_eq!(
+        (status, headers["x-cutover-side"].to_str().unwrap()),
+        (StatusCode::OK, "green")
+    );
+    let (_, _, got) = s
+        .rest(
+            reqwest::Method::POST,
+            &green,
+            "/collections/docs_v2/points",
+            json!({ "ids": [7], "with_payload": true }),
+        )
+        .await;
+    assert_eq!(got["result"][0]["payload"]["on"], "green");
+    let (status, _, body) = s
+        .rest(
+            put.clone(),
+            &proxy,
+            "/collections/docs/points?wait=true",
+            json!({ "points": [{ "id": 8, "vector": [1.0] }] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        body["status"]["error"],
+        "Wrong input: Vector dimension error: expected dim: 2, got 1"
+    );
+
+    // Creating it again: the conflict names `docs`, not `docs_v2`.
+    let (status, _, body) = s
+        .rest(put, &proxy, "/collections/docs", collection_body())
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(
+        body["status"]["error"],
+        "Wrong input: Collection `docs` already exists!"
+    );
+
+    // A collection no route names passes through to the default upstream as it came.
+    let (status, headers, _) = s
+        .rest(
+            reqwest::Method::PUT,
+            &proxy,
+            "/collections/plain",
+            collection_body(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers.get("x-cutover-side").is_none(),
+        "passthrough is not marked"
+    );
+    let blue = s.blue.upstream.rest_url();
+    let (_, _, exists) = s
+        .rest(
+            reqwest::Method::GET,
+            &blue,
+            "/collections/plain/exists",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(exists["result"]["exists"], true);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_names_are_rewritten_per_side() {
+    let s = setup().await;
+    let client = Qdrant::from_url(&s.proxy.grpc_url()).build().unwrap();
+    let create = || pb::CreateCollection {
+        collection_name: "docs".into(),
+        vectors_config: Some(pb::VectorsConfig {
+            config: Some(pb::vectors_config::Config::Params(pb::VectorParams {
+                size: 2,
+                distance: pb::Distance::Dot as i32,
+                ..Default::default()
+            })),
+        }),
+        ..Default::default()
+    };
+    s.flip("green").await;
+    let err = client.collection_info("docs").await.unwrap_err();
+    let qdrant_client::QdrantError::ResponseError { status } = err else {
+        panic!("a gRPC status, got {err:?}")
+    };
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    assert_eq!(
+        status.message(),
+        "Not found: Collection `docs` doesn't exist!"
+    );
+
+    client.create_collection(create()).await.unwrap();
+    let green = Qdrant::from_url(&s.green.upstream.grpc_url())
+        .build()
+        .unwrap();
+    assert!(
+        green.collection_exists("docs_v2").await.unwrap(),
+        "created on green as docs_v2"
+    );
+    assert!(!green.collection_exists("docs").await.unwrap());
+
+    let upsert = pb::UpsertPoints {
+        collection_name: "docs".into(),
+        wait: Some(true),
+        points: vec![pb::PointStruct::new(
+            1,
+            vec![1.0, 0.0],
+            qdrant_client::Payload::new(),
+        )],
+        ..Default::default()
+    };
+    client.upsert_points(upsert).await.unwrap();
+    let count = green
+        .count(pb::CountPoints {
+            collection_name: "docs_v2".into(),
+            exact: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        count.result.unwrap().count,
+        1,
+        "the write reached docs_v2 on green"
+    );
+
+    let err = client.create_collection(create()).await.unwrap_err();
+    let qdrant_client::QdrantError::ResponseError { status } = err else {
+        panic!("a gRPC status, got {err:?}")
+    };
+    assert_eq!(status.code(), tonic::Code::AlreadyExists);
+    assert_eq!(
+        status.message(),
+        "Wrong input: Collection `docs` already exists!"
+    );
+
+    // The response metadata says which side and version served it.
+    let channel = tonic::transport::Channel::from_shared(s.proxy.grpc_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut points = pb::points_client::PointsClient::new(channel);
+    let response = points
+        .count(pb::CountPoints {
+            collection_name: "docs".into(),
+            exact: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(response.metadata().get("x-cutover-side").unwrap(), "green");
+    assert_eq!(
+        response
+            .metadata()
+            .get("x-cutover-routing-version")
+            .unwrap(),
+        "2"
+    );
+    assert_eq!(response.into_inner().result.unwrap().count, 1);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_needs_its_token_and_is_not_on_the_public_listeners() {
+    let s = setup().await;
+    let admin = s.proxy.admin_url();
+    let routes = format!("{admin}/routes");
+
+    let response = s.http.get(&routes).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "no token");
+    let response = s
+        .http
+        .get(&routes)
+        .bearer_auth("not-the-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "a wrong token");
+    let response = s
+        .http
+        .patch(format!("{admin}/routes/docs"))
+        .bearer_auth("not-the-token")
+        .json(&json!({ "primary": "green" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let (status, body) = s.admin(reqwest::Method::GET, "/routes", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["version"], 1, "refused changes changed nothing");
+    assert_eq!(body["routes"][0]["primary"], "blue");
+
+    // The public listeners forward /routes to Qdrant like any other path.
+    for base in [s.proxy.rest_url()] {
+        let response = s
+            .http
+            .patch(format!("{base}/routes/docs"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({ "primary": "green" }))
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(response.status(), StatusCode::OK);
+        let response = s.http.get(format!("{base}/metrics")).send().await.unwrap();
+        assert!(
+            !response.text().await.unwrap().contains("cutover_"),
+            "no metrics on the public listener"
+        );
+    }
+    let (_, body) = s.admin(reqwest::Method::GET, "/routes/docs", None).await;
+    assert_eq!(body["route"]["primary"], "blue");
+
+    // Bad changes are refused whole.
+    let (status, _) = s
+        .admin(
+            reqwest::Method::PATCH,
+            "/routes/docs",
+            Some(json!({ "primary": "purple" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = s
+        .admin(
+            reqwest::Method::PATCH,
+            "/routes/nope",
+            Some(json!({ "primary": "green" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = s
+        .admin(
+            reqwest::Method::PATCH,
+            "/routes/docs",
+            Some(json!({ "writes": "dual" })),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "dual writes are not built yet"
+    );
+    let (_, body) = s.admin(reqwest::Method::GET, "/routes", None).await;
+    assert_eq!(body["version"], 1);
+
+    // Probes need no token.
+    let response = s.http.get(format!("{admin}/readyz")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({ "ready": true, "upstreams": { "blue": true, "green": true } })
+    );
+    let response = s.http.get(format!("{admin}/healthz")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_fails_when_an_upstream_is_down() {
+    let s = setup().await;
+    let Setup {
+        blue,
+        green,
+        proxy,
+        dir,
+        http,
+    } = s;
+    green.upstream.stop().await;
+    let response = http
+        .get(format!("{}/readyz", proxy.admin_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["upstreams"]["green"],
+        false
+    );
+    // A request routed to the stopped side fails cleanly, in Qdrant's envelope.
+    http.patch(format!("{}/routes/docs", proxy.admin_url()))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "primary": "green" }))
+        .send()
+        .await
+        .unwrap();
+    let response = http
+        .get(format!("{}/collections/docs", proxy.rest_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["status"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("upstream `green` is unreachable"),
+        "{body}"
+    );
+    proxy.running.stop().await;
+    blue.upstream.stop().await;
+    drop(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_the_decisions_made() {
+    let s = setup().await;
+    let proxy = s.proxy.rest_url();
+    s.rest(
+        reqwest::Method::PUT,
+        &proxy,
+        "/collections/docs",
+        collection_body(),
+    )
+    .await;
+    s.rest(
+        reqwest::Method::POST,
+        &proxy,
+        "/collections/docs/points/count",
+        json!({}),
+    )
+    .await;
+    let version = s.flip("green").await;
+    s.rest(
+        reqwest::Method::POST,
+        &proxy,
+        "/collections/docs/points/count",
+        json!({}),
+    )
+    .await;
+    s.rest(reqwest::Method::GET, &proxy, "/collections", Value::Null)
+        .await;
+    let client = Qdrant::from_url(&s.proxy.grpc_url()).build().unwrap();
+    let _ = client.collection_info("docs").await;
+
+    let text = s
+        .http
+        .get(format!("{}/metrics", s.proxy.admin_url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let has = |needle: &str| {
+        text.lines()
+            .any(|l| l.starts_with(needle) || (l.contains(needle) && !l.starts_with('#')))
+    };
+    assert!(
+        has(r#"protocol="rest",method="count",route="docs",side="blue",outcome="ok""#),
+        "{text}"
+    );
+    assert!(
+        has(r#"protocol="rest",method="count",route="docs",side="green",outcome="error""#),
+        "{text}"
+    );
+    assert!(
+        has(r#"protocol="rest",method="other",route="",side="default",outcome="ok""#),
+        "{text}"
+    );
+    assert!(
+        has(r#"protocol="grpc",method="CollectionGet",route="docs",side="green",outcome="error""#),
+        "{text}"
+    );
+    assert!(
+        has(r#"cutover_route_changes_total{action="change",outcome="applied"}"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("cutover_upstream_request_duration_seconds_bucket"),
+        "histograms, not summaries: {text}"
+    );
+    // The gauge is process-wide; other tests' proxies share it, so check it moved at least this far.
+    let gauge: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("cutover_routing_version "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(gauge >= 1.0 && version == 2);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_survive_a_restart_and_reload_keeps_them() {
+    let s = setup().await;
+    s.flip("green").await;
+    s.flip("blue").await;
+    let version = s.flip("green").await;
+    assert_eq!(version, 4);
+    let Setup {
+        blue,
+        green,
+        proxy,
+        dir,
+        http,
+    } = s;
+    let config_path = proxy.config_path.clone();
+    proxy.running.stop().await;
+
+    let config = cutover::config::Config::load(&config_path).unwrap();
+    let running = cutover::serve::start(config, Some(config_path.clone()))
+        .await
+        .unwrap();
+    let admin = format!("http://{}", running.admin_addr);
+    let get = |path: &str| {
+        http.get(format!("{admin}{path}"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+    };
+    let body: Value = get("/routes/docs").await.unwrap().json().await.unwrap();
+    assert_eq!(body["version"], 4);
+    assert_eq!(body["route"]["primary"], "green");
+    assert_eq!(body["route"]["writes"], "green_only");
+
+    // Reload: a second route appears, the live policy of `docs` stays.
+    let mut text = std::fs::read_to_string(&config_path).unwrap();
+    text.push_str("\n[[routes]]\ncollection = \"other\"\nblue = { upstream = \"blue\", collection = \"other\" }\ngreen = { upstream = \"green\", collection = \"other_v2\" }\n");
+    std::fs::write(&config_path, text).unwrap();
+    let response = http
+        .post(format!("{admin}/reload"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["version"], 5);
+    assert_eq!(body["routes"].as_array().unwrap().len(), 2);
+    let body: Value = get("/routes/docs").await.unwrap().json().await.unwrap();
+    assert_eq!(body["route"]["primary"], "green");
+
+    // A broken file is refused and changes nothing.
+    std::fs::write(&config_path, "default_upstream = \"nowhere\"").unwrap();
+    let response = http
+        .post(format!("{admin}/reload"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = get("/routes").await.unwrap().json().await.unwrap();
+    assert_eq!(body["version"], 5);
+
+    // Rollback: everything to blue in one change.
+    let response = http
+        .post(format!("{admin}/rollback"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["version"], 6);
+    assert!(
+        body["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["primary"] == "blue" && r["writes"] == "blue_only")
+    );
+    running.stop().await;
+    blue.upstream.stop().await;
+    green.upstream.stop().await;
+    drop(dir);
+}
