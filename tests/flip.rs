@@ -40,20 +40,42 @@ async fn a_thousand_flips_under_load_fail_nothing() {
             .await
             .unwrap();
         assert!(response.status().is_success());
-        let marker = json!({ "points": [{ "id": 1, "vector": [1.0, 0.0], "payload": { "side": side } }] });
-        let response = http.put(format!("{base}/collections/{name}/points?wait=true")).json(&marker).send().await.unwrap();
+        let marker =
+            json!({ "points": [{ "id": 1, "vector": [1.0, 0.0], "payload": { "side": side } }] });
+        let response = http
+            .put(format!("{base}/collections/{name}/points?wait=true"))
+            .json(&marker)
+            .send()
+            .await
+            .unwrap();
         assert!(response.status().is_success());
     }
     let dir = tempfile::tempdir().unwrap();
-    let proxy = start_proxy(&proxy_config(&blue.upstream, &green.upstream, dir.path(), DOCS_ROUTE), dir.path()).await;
+    let proxy = start_proxy(
+        &proxy_config(&blue.upstream, &green.upstream, dir.path(), DOCS_ROUTE),
+        dir.path(),
+    )
+    .await;
 
     let done = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Mutex::new(Vec::<Seen>::new()));
     let next_id = Arc::new(AtomicU64::new(1000));
     let mut clients = Vec::new();
     for worker in 0..3 {
-        clients.push(tokio::spawn(rest_client(proxy.rest_url(), worker % 2 == 0, done.clone(), seen.clone(), next_id.clone())));
-        clients.push(tokio::spawn(grpc_client(proxy.grpc_url(), worker % 2 == 1, done.clone(), seen.clone(), next_id.clone())));
+        clients.push(tokio::spawn(rest_client(
+            proxy.rest_url(),
+            worker % 2 == 0,
+            done.clone(),
+            seen.clone(),
+            next_id.clone(),
+        )));
+        clients.push(tokio::spawn(grpc_client(
+            proxy.grpc_url(),
+            worker % 2 == 1,
+            done.clone(),
+            seen.clone(),
+            next_id.clone(),
+        )));
     }
 
     // The flipper: green, blue, green, ... recording which side each version names.
@@ -77,35 +99,66 @@ async fn a_thousand_flips_under_load_fail_nothing() {
     for client in clients {
         failures.extend(client.await.unwrap());
     }
-    assert!(failures.is_empty(), "{} requests failed, first: {:?}", failures.len(), failures.first());
+    assert!(
+        failures.is_empty(),
+        "{} requests failed, first: {:?}",
+        failures.len(),
+        failures.first()
+    );
 
     let seen = seen.lock();
-    assert!(seen.len() > 200, "the clients kept going through the flips: {} requests", seen.len());
+    assert!(
+        seen.len() > 200,
+        "the clients kept going through the flips: {} requests",
+        seen.len()
+    );
     let versions: BTreeSet<u64> = seen.iter().map(|s| s.version).collect();
-    assert!(versions.len() > 20, "requests saw many versions: {}", versions.len());
+    assert!(
+        versions.len() > 20,
+        "requests saw many versions: {}",
+        versions.len()
+    );
     let mut written: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
     for s in seen.iter() {
-        assert_eq!(sides[&s.version], s.side, "version {} names {}, the answer said {}", s.version, sides[&s.version], s.side);
+        assert_eq!(
+            sides[&s.version], s.side,
+            "version {} names {}, the answer said {}",
+            s.version, sides[&s.version], s.side
+        );
         if let Some(data_side) = &s.data_side {
-            assert_eq!(data_side, &s.side, "the data came from the side the answer named");
+            assert_eq!(
+                data_side, &s.side,
+                "the data came from the side the answer named"
+            );
         }
         if let Some(id) = s.written {
-            written.entry(if s.side == "blue" { "blue" } else { "green" }).or_default().insert(id);
+            written
+                .entry(if s.side == "blue" { "blue" } else { "green" })
+                .or_default()
+                .insert(id);
         }
     }
     // Each acknowledged write is on the side that acknowledged it, and only there.
     for (upstream, name, side) in [(&blue, "docs", "blue"), (&green, "docs_v2", "green")] {
         let acked = written.get(side).cloned().unwrap_or_default();
         let response = http
-            .post(format!("{}/collections/{name}/points/count", upstream.upstream.rest_url()))
+            .post(format!(
+                "{}/collections/{name}/points/count",
+                upstream.upstream.rest_url()
+            ))
             .json(&json!({ "exact": true }))
             .send()
             .await
             .unwrap();
-        let count = response.json::<Value>().await.unwrap()["result"]["count"].as_u64().unwrap();
-        assert_eq!(count, acked.len() as u64 + 1, "{side}: acknowledged writes plus the marker");
+        let count = response.json::<Value>().await.unwrap()["result"]["count"]
+            .as_u64()
+            .unwrap();
+        assert_eq!(
+            count,
+            acked.len() as u64 + 1,
+            "{side}: acknowledged writes plus the marker"
+        );
     }
-    drop(seen);
     proxy.running.stop().await;
     blue.upstream.stop().await;
     green.upstream.stop().await;
@@ -124,10 +177,18 @@ async fn rest_client(
         let (request, written) = if writes {
             let id = next_id.fetch_add(1, Ordering::SeqCst);
             let body = json!({ "points": [{ "id": id, "vector": [0.5, 0.5] }] });
-            (http.put(format!("{base}/collections/docs/points?wait=true")).json(&body), Some(id))
+            (
+                http.put(format!("{base}/collections/docs/points?wait=true"))
+                    .json(&body),
+                Some(id),
+            )
         } else {
             let body = json!({ "ids": [1], "with_payload": true });
-            (http.post(format!("{base}/collections/docs/points")).json(&body), None)
+            (
+                http.post(format!("{base}/collections/docs/points"))
+                    .json(&body),
+                None,
+            )
         };
         let response = match request.send().await {
             Ok(r) => r,
@@ -136,15 +197,37 @@ async fn rest_client(
                 continue;
             }
         };
-        let header = |name: &str| response.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
-        let (version, side) = (header("x-cutover-routing-version"), header("x-cutover-side"));
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        let (version, side) = (
+            header("x-cutover-routing-version"),
+            header("x-cutover-side"),
+        );
         if !response.status().is_success() {
-            failures.push(format!("{}: {}", response.status(), response.text().await.unwrap_or_default()));
+            failures.push(format!(
+                "{}: {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            ));
             continue;
         }
         let body: Value = response.json().await.unwrap();
-        let data_side = (!writes).then(|| body["result"][0]["payload"]["side"].as_str().unwrap_or("?").to_owned());
-        seen.lock().push(Seen { version: version.unwrap().parse().unwrap(), side: side.unwrap(), data_side, written });
+        let data_side = (!writes).then(|| {
+            body["result"][0]["payload"]["side"]
+                .as_str()
+                .unwrap_or("?")
+                .to_owned()
+        });
+        seen.lock().push(Seen {
+            version: version.unwrap().parse().unwrap(),
+            side: side.unwrap(),
+            data_side,
+            written,
+        });
     }
     failures
 }
@@ -156,7 +239,11 @@ async fn grpc_client(
     seen: Arc<Mutex<Vec<Seen>>>,
     next_id: Arc<AtomicU64>,
 ) -> Vec<String> {
-    let channel = tonic::transport::Channel::from_shared(url).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Channel::from_shared(url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut client = PointsClient::new(channel);
     let mut failures = Vec::new();
     while !done.load(Ordering::SeqCst) {
@@ -165,10 +252,17 @@ async fn grpc_client(
             let request = pb::UpsertPoints {
                 collection_name: "docs".into(),
                 wait: Some(true),
-                points: vec![pb::PointStruct::new(id, vec![0.5, 0.5], qdrant_client::Payload::new())],
+                points: vec![pb::PointStruct::new(
+                    id,
+                    vec![0.5, 0.5],
+                    qdrant_client::Payload::new(),
+                )],
                 ..Default::default()
             };
-            client.upsert(request).await.map(|r| (r.metadata().clone(), None, Some(id)))
+            client
+                .upsert(request)
+                .await
+                .map(|r| (r.metadata().clone(), None, Some(id)))
         } else {
             let request = pb::GetPoints {
                 collection_name: "docs".into(),
@@ -179,7 +273,10 @@ async fn grpc_client(
             client.get(request).await.map(|r| {
                 let metadata = r.metadata().clone();
                 let point = r.into_inner().result.remove(0);
-                let side = Value::from(point.payload["side"].clone()).as_str().unwrap_or("?").to_owned();
+                let side = Value::from(point.payload["side"].clone())
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_owned();
                 (metadata, Some(side), None)
             })
         };

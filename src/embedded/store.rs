@@ -449,9 +449,19 @@ impl Collection {
 
     pub fn query(&self, request: QueryRequest) -> Result<Vec<ScoredPoint>, ApiError> {
         let mut examples = HashSet::new();
+        let (offset, wanted) = (request.offset, request.offset + request.limit);
         let query = self.shard_query(request, &mut examples)?;
-        let offset = query.offset;
-        let mut points = self.shard.query(ShardQuery { offset: 0, ..query })?;
+        // A fusion may tie at the cut; fetch every fused candidate so the cut
+        // falls after ties are put in order.
+        let candidates: usize = query.prefetches.iter().map(|p| p.limit).sum();
+        let limit = wanted.max(candidates);
+        let mut points = self.shard.query(ShardQuery {
+            offset: 0,
+            limit,
+            ..query
+        })?;
+        order_ties_by_id(&mut points);
+        points.truncate(wanted);
         Ok(points.split_off(offset.min(points.len())))
     }
 
@@ -630,6 +640,14 @@ impl Drop for Collection {
             }
             Err(err) => tracing::error!(collection = %self.name, %err, "flush on close failed"),
         }
+    }
+}
+
+/// Points with equal scores come in id order, so that answers (and fusion
+/// of them) are deterministic; the engine leaves ties in no set order.
+fn order_ties_by_id(points: &mut [ScoredPoint]) {
+    for run in points.chunk_by_mut(|a, b| a.score == b.score) {
+        run.sort_by_key(|p| p.id);
     }
 }
 
