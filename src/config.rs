@@ -371,3 +371,130 @@ impl Config {
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+default_upstream = "blue"
+
+[listen]
+rest = "127.0.0.1:6333"
+grpc = "127.0.0.1:6334"
+admin = "127.0.0.1:9900"
+admin_token_env = "TOKEN"
+
+[upstreams.blue]
+rest = "http://blue:6333"
+grpc = "http://blue:6334"
+
+[upstreams.green]
+embedded = "./green"
+
+[[routes]]
+collection = "docs"
+blue = { upstream = "blue", collection = "docs" }
+green = { upstream = "green", collection = "docs_v2" }
+"#;
+
+    fn refused(text: &str) -> (usize, String) {
+        match Config::parse(text, "c.toml") {
+            Err(ConfigError::Invalid { line, message, .. }) => (line, message),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_good_config_parses() {
+        let config = Config::parse(GOOD, "c.toml").unwrap();
+        assert_eq!(config.routes.len(), 1);
+        assert_eq!(config.default_upstream.get_ref(), "blue");
+    }
+
+    #[test]
+    fn an_unknown_upstream_names_the_line_and_the_fix() {
+        let (line, message) = refused(&GOOD.replace(
+            r#"green = { upstream = "green""#,
+            r#"green = { upstream = "gren""#,
+        ));
+        assert_eq!(line, 20);
+        assert!(
+            message.contains("unknown upstream `gren`")
+                && message.contains("fix: name one of [blue, green]"),
+            "{message}"
+        );
+        let (line, message) = refused(&GOOD.replace(
+            r#"default_upstream = "blue""#,
+            r#"default_upstream = "red""#,
+        ));
+        assert_eq!(line, 2);
+        assert!(message.contains("default_upstream `red`"), "{message}");
+    }
+
+    #[test]
+    fn a_route_naming_itself_is_refused() {
+        let text = GOOD.replace(
+            r#"{ upstream = "green", collection = "docs_v2" }"#,
+            r#"{ upstream = "blue", collection = "docs" }"#,
+        );
+        let (line, message) = refused(&text);
+        assert_eq!(line, 17, "the [[routes]] entry");
+        assert!(
+            message.contains("blue and green are the same collection"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_line() {
+        let (line, message) = refused(&GOOD.replace(
+            r#"collection = "docs"
+blue"#,
+            r#"collection = "docs"
+writes = "sometimes"
+blue"#,
+        ));
+        assert_eq!(line, 19);
+        assert!(message.contains("sometimes"), "{message}");
+        let (line, message) =
+            refused(&GOOD.replace("[[routes]]", "[[routes]]\nprimary = \"purple\""));
+        assert_eq!(line, 18);
+        assert!(message.contains("purple"), "{message}");
+        let (_, message) = refused(&GOOD.replace(
+            "admin_token_env = \"TOKEN\"",
+            "admin_token_env = \"TOKEN\"\nsurprise = 1",
+        ));
+        assert!(message.contains("surprise"), "{message}");
+    }
+
+    #[test]
+    fn the_admin_api_is_never_open_off_loopback() {
+        let no_token = GOOD.replace("admin_token_env = \"TOKEN\"", "");
+        let (_, message) = refused(&no_token);
+        assert!(message.contains("needs a bearer token"), "{message}");
+        let loopback = no_token.replace("[listen]", "[listen]\nallow_unauthenticated_admin = true");
+        Config::parse(&loopback, "c.toml").expect("allowed on loopback");
+        let exposed = loopback.replace("admin = \"127.0.0.1:9900\"", "admin = \"0.0.0.0:9900\"");
+        let (line, message) = refused(&exposed);
+        assert_eq!(line, 5);
+        assert!(message.contains("only allowed on a loopback"), "{message}");
+    }
+
+    #[test]
+    fn upstreams_need_one_form_and_plain_http() {
+        let (_, message) = refused(&GOOD.replace("embedded = \"./green\"", ""));
+        assert!(message.contains("needs either"), "{message}");
+        let (_, message) = refused(&GOOD.replace("http://blue:6333", "https://blue:6333"));
+        assert!(
+            message.contains("TLS to upstreams is not built yet"),
+            "{message}"
+        );
+        let (_, message) = refused(
+            &GOOD
+                .replace("writes", "x")
+                .replace("[[routes]]", "[[routes]]\nwrites = \"dual\""),
+        );
+        assert!(message.contains("not built yet"), "{message}");
+    }
+}

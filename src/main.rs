@@ -42,6 +42,9 @@ enum Command {
         /// REST listen address.
         #[arg(long, default_value = "127.0.0.1:6333")]
         rest: SocketAddr,
+        /// Require this environment variable's value as the API key, as Qdrant's `service.api_key` does.
+        #[arg(long)]
+        api_key_env: Option<String>,
     },
 }
 
@@ -85,8 +88,19 @@ async fn run() -> anyhow::Result<()> {
                 config.routes.len()
             );
         }
-        Command::Embedded { data, grpc, rest } => {
-            let upstream = EmbeddedUpstream::start(&data, grpc, rest)
+        Command::Embedded {
+            data,
+            grpc,
+            rest,
+            api_key_env,
+        } => {
+            let api_key = api_key_env
+                .map(|var| {
+                    std::env::var(&var)
+                        .with_context(|| format!("--api-key-env names `{var}`, which is not set"))
+                })
+                .transpose()?;
+            let upstream = EmbeddedUpstream::start_with_api_key(&data, grpc, rest, api_key)
                 .await
                 .context("starting the embedded upstream")?;
             println!(

@@ -628,3 +628,124 @@ async fn changes_survive_a_restart_and_reload_keeps_them() {
     green.upstream.stop().await;
     drop(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_are_passed_or_replaced_per_upstream() {
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let (blue_dir, green_dir, dir) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let blue = cutover::embedded::EmbeddedUpstream::start_with_api_key(
+        blue_dir.path(),
+        any,
+        any,
+        Some("blue-secret".into()),
+    )
+    .await
+    .unwrap();
+    let green = cutover::embedded::EmbeddedUpstream::start_with_api_key(
+        green_dir.path(),
+        any,
+        any,
+        Some("green-secret".into()),
+    )
+    .await
+    .unwrap();
+    std::fs::write(dir.path().join("blue-key"), "blue-secret\n").unwrap();
+    // Blue: cutover replaces whatever the client sends with its own key.
+    // Green: cutover passes the client's key through.
+    let config = proxy_config(&blue, &green, dir.path(), "")
+        .replace(
+            &format!("grpc = \"{}\"\n", blue.grpc_url()),
+            &format!(
+                "grpc = \"{}\"\napi_key_file = \"{}\"\n",
+                blue.grpc_url(),
+                dir.path().join("blue-key").display()
+            ),
+        )
+        .replace(
+            &format!("grpc = \"{}\"\n", green.grpc_url()),
+            &format!(
+                "grpc = \"{}\"\nclient_api_key = \"pass\"\n",
+                green.grpc_url()
+            ),
+        );
+    let proxy = start_proxy(&config, dir.path()).await;
+    let http = reqwest::Client::new();
+
+    // Through cutover to blue, the client needs no key, and a wrong one is replaced.
+    for key in [None, Some("wrong")] {
+        let mut request = http.get(format!("{}/collections", proxy.rest_url()));
+        if let Some(key) = key {
+            request = request.header("api-key", key);
+        }
+        assert_eq!(
+            request.send().await.unwrap().status(),
+            StatusCode::OK,
+            "client key {key:?}"
+        );
+    }
+    let client = Qdrant::from_url(&proxy.grpc_url())
+        .api_key("wrong")
+        .build()
+        .unwrap();
+    client
+        .list_collections()
+        .await
+        .expect("cutover's key replaced the client's");
+    // Straight to blue without the key: refused, so it really is cutover's key at work.
+    let response = http
+        .get(format!("{}/collections", blue.rest_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    // Green passes the client's key: the right one works, none is refused by green itself.
+    proxy.running.stop().await;
+    let config = config + DOCS_ROUTE;
+    std::fs::remove_file(dir.path().join("state.json")).ok();
+    let proxy = start_proxy(&config, dir.path()).await;
+    http.patch(format!("{}/routes/docs", proxy.admin_url()))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "primary": "green" }))
+        .send()
+        .await
+        .unwrap();
+    let url = format!("{}/collections/docs/exists", proxy.rest_url());
+    let response = http
+        .get(&url)
+        .header("authorization", "Bearer green-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["result"]["exists"],
+        false
+    );
+    let response = http.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["status"]["error"],
+        "Must provide an API key or an Authorization bearer token"
+    );
+    let client = Qdrant::from_url(&proxy.grpc_url()).build().unwrap();
+    let err = client.collection_exists("docs").await.unwrap_err();
+    let qdrant_client::QdrantError::ResponseError { status } = err else {
+        panic!("a gRPC status, got {err:?}")
+    };
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    let client = Qdrant::from_url(&proxy.grpc_url())
+        .api_key("green-secret")
+        .build()
+        .unwrap();
+    assert!(!client.collection_exists("docs").await.unwrap());
+
+    proxy.running.stop().await;
+    blue.stop().await;
+    green.stop().await;
+}

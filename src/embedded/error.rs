@@ -17,6 +17,12 @@ pub enum ApiError {
     /// 409 / ALREADY_EXISTS
     #[error("Wrong input: {0}")]
     AlreadyExists(String),
+    /// 401 / UNAUTHENTICATED
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// 403 / PERMISSION_DENIED
+    #[error("{0}")]
+    PermissionDenied(String),
     /// 501 / UNIMPLEMENTED: outside the subset the embedded upstream serves.
     #[error("{0} is not supported by cutover's embedded upstream")]
     Unimplemented(String),
@@ -35,6 +41,8 @@ impl ApiError {
             ApiError::NotFound(_) => 404,
             ApiError::BadInput(_) | ApiError::BadRequest(_) => 400,
             ApiError::AlreadyExists(_) => 409,
+            ApiError::Unauthenticated(_) => 401,
+            ApiError::PermissionDenied(_) => 403,
             ApiError::Unimplemented(_) => 501,
             ApiError::Internal(_) => 500,
         }
@@ -45,6 +53,8 @@ impl ApiError {
             ApiError::NotFound(_) => tonic::Code::NotFound,
             ApiError::BadInput(_) | ApiError::BadRequest(_) => tonic::Code::InvalidArgument,
             ApiError::AlreadyExists(_) => tonic::Code::AlreadyExists,
+            ApiError::Unauthenticated(_) => tonic::Code::Unauthenticated,
+            ApiError::PermissionDenied(_) => tonic::Code::PermissionDenied,
             ApiError::Unimplemented(_) => tonic::Code::Unimplemented,
             ApiError::Internal(_) => tonic::Code::Internal,
         }

@@ -5,6 +5,7 @@
 //! It is what the quick start and the tests sit cutover in front of. What it
 //! supports, and how it differs from a Qdrant server, is in docs/embedded.md.
 
+mod auth;
 mod error;
 mod grpc;
 mod grpc_convert;
@@ -25,6 +26,7 @@ use qdrant_client::qdrant::snapshots_server::SnapshotsServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
 
 pub use error::ApiError;
 pub use store::Store;
@@ -53,6 +55,18 @@ impl EmbeddedUpstream {
         grpc: SocketAddr,
         rest: SocketAddr,
     ) -> Result<Self, StartError> {
+        Self::start_with_api_key(data_dir, grpc, rest, None).await
+    }
+
+    /// As [`EmbeddedUpstream::start`], requiring `api_key` on every request
+    /// but the health checks, as a Qdrant server with an API key does.
+    pub async fn start_with_api_key(
+        data_dir: &Path,
+        grpc: SocketAddr,
+        rest: SocketAddr,
+        api_key: Option<String>,
+    ) -> Result<Self, StartError> {
+        let api_key = auth::ApiKey::new(api_key);
         let dir = data_dir.to_owned();
         let store = tokio::task::spawn_blocking(move || Store::open(&dir))
             .await
@@ -76,11 +90,13 @@ impl EmbeddedUpstream {
             tokio::spawn(serve_grpc(
                 grpc_listener,
                 store.clone(),
+                api_key.clone(),
                 shutdown.subscribe(),
             )),
             tokio::spawn(serve_rest(
                 rest_listener,
                 store.clone(),
+                api_key,
                 shutdown.subscribe(),
             )),
         ];
@@ -130,15 +146,31 @@ pub enum StartError {
     Bind(SocketAddr, std::io::Error),
 }
 
-async fn serve_grpc(listener: TcpListener, store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
+async fn serve_grpc(
+    listener: TcpListener,
+    store: Arc<Store>,
+    api_key: auth::ApiKey,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let service = grpc::EmbeddedGrpc::new(store);
+    let check = move |request: tonic::Request<()>| {
+        api_key.check(&request.metadata().clone().into_headers())?;
+        Ok(request)
+    };
     let result = tonic::transport::Server::builder()
         .add_service(QdrantServer::new(service.clone()))
-        .add_service(SnapshotsServer::new(service.clone()))
-        .add_service(
+        .add_service(InterceptedService::new(
+            SnapshotsServer::new(service.clone()),
+            check.clone(),
+        ))
+        .add_service(InterceptedService::new(
             CollectionsServer::new(service.clone()).max_decoding_message_size(MAX_GRPC_MESSAGE),
-        )
-        .add_service(PointsServer::new(service).max_decoding_message_size(MAX_GRPC_MESSAGE))
+            check.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            PointsServer::new(service).max_decoding_message_size(MAX_GRPC_MESSAGE),
+            check,
+        ))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener),
             async move {
@@ -151,7 +183,12 @@ async fn serve_grpc(listener: TcpListener, store: Arc<Store>, mut shutdown: watc
     }
 }
 
-async fn serve_rest(listener: TcpListener, store: Arc<Store>, shutdown: watch::Receiver<bool>) {
-    let handler = move |request| rest::handle(store.clone(), request);
+async fn serve_rest(
+    listener: TcpListener,
+    store: Arc<Store>,
+    api_key: auth::ApiKey,
+    shutdown: watch::Receiver<bool>,
+) {
+    let handler = move |request| rest::handle(store.clone(), api_key.clone(), request);
     crate::server::serve(listener, handler, shutdown).await;
 }

@@ -8,6 +8,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
+use super::auth::ApiKey;
 use super::error::ApiError;
 use super::model::Write;
 use super::rest_json as body;
@@ -16,11 +17,16 @@ use super::store::Store;
 pub type RestResponse = Response<Full<Bytes>>;
 
 /// Answers one request; never fails: errors become Qdrant's error envelope.
-pub async fn handle(store: Arc<Store>, request: Request<hyper::body::Incoming>) -> RestResponse {
+pub async fn handle(
+    store: Arc<Store>,
+    api_key: ApiKey,
+    request: Request<hyper::body::Incoming>,
+) -> RestResponse {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let wait = query_flag(request.uri().query(), "wait");
+    let headers = request.headers().clone();
     let span = tracing::debug_span!("embedded_rest", %method, %path);
     let _enter = span.enter();
     let body = match request.into_body().collect().await {
@@ -28,6 +34,10 @@ pub async fn handle(store: Arc<Store>, request: Request<hyper::body::Incoming>) 
         Err(err) => return error(&ApiError::BadInput(err.to_string()), started),
     };
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let open = matches!(segments.as_slice(), ["" | "healthz" | "livez" | "readyz"]);
+    if !open && let Err(err) = api_key.check(&headers) {
+        return error(&err, started);
+    }
     match route(&store, &method, &segments, &body, wait).await {
         Ok(Reply::Enveloped(result)) => envelope(StatusCode::OK, json!(result), started),
         Ok(Reply::Raw(value)) => json_response(StatusCode::OK, &value),
