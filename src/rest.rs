@@ -138,7 +138,7 @@ async fn forward(
 }
 
 /// `/collections/{logical}/rest?query` becomes `/collections/{physical}/rest?query`.
-fn renamed_uri(uri: &Uri, physical: &str) -> Uri {
+pub fn renamed_uri(uri: &Uri, physical: &str) -> Uri {
     let path = uri.path();
     let after_name = path
         .trim_start_matches('/')
