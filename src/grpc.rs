@@ -221,6 +221,13 @@ async fn forward(
                 );
             }
         };
+        if message.first() == Some(&1) {
+            // Its collection cannot be read, so its route cannot be known.
+            return status_response(
+                Code::Unimplemented,
+                "cutover does not accept compressed gRPC requests; send them uncompressed",
+            );
+        }
         let collection = collection_name(&message).map(str::to_owned);
         (message, collection)
     } else {
@@ -343,6 +350,7 @@ const GRPC_MESSAGE: &AsciiSet = &CONTROLS.add(b'%');
 enum Code {
     InvalidArgument = 3,
     DeadlineExceeded = 4,
+    Unimplemented = 12,
     Internal = 13,
     Unavailable = 14,
 }

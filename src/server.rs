@@ -22,7 +22,11 @@ where
 {
     let graceful = GracefulShutdown::new();
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder.http2().max_concurrent_streams(1024);
+    builder
+        .http2()
+        .max_concurrent_streams(1024)
+        .initial_stream_window_size(crate::upstream::H2_STREAM_WINDOW)
+        .initial_connection_window_size(crate::upstream::H2_CONNECTION_WINDOW);
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {

@@ -29,6 +29,11 @@ pub fn stream(body: Incoming) -> ProxyBody {
     body.map_err(BoxError::from).boxed_unsync()
 }
 
+/// HTTP/2 flow-control windows: large enough that a few dozen concurrent
+/// requests of a few hundred KiB never wait on a WINDOW_UPDATE.
+pub const H2_STREAM_WINDOW: u32 = 1 << 20;
+pub const H2_CONNECTION_WINDOW: u32 = 16 << 20;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Rest,
@@ -81,6 +86,8 @@ impl Upstream {
             .build(connector.clone());
         let grpc_client = Client::builder(TokioExecutor::new())
             .http2_only(true)
+            .http2_initial_stream_window_size(H2_STREAM_WINDOW)
+            .http2_initial_connection_window_size(H2_CONNECTION_WINDOW)
             .build(connector);
         let api_key = spec
             .api_key
