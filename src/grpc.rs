@@ -193,6 +193,9 @@ pub fn classify(path: &str) -> Method {
 
 /// Proxies one gRPC call.
 pub async fn handle(proxy: Arc<Proxy>, request: Request<Incoming>) -> Response<ProxyBody> {
+    if request.uri().path() == HEALTH_CHECK {
+        return health(&proxy).await;
+    }
     let method = classify(request.uri().path());
     let span = tracing::info_span!(
         "grpc",
@@ -365,6 +368,26 @@ fn status_response(code: Code, message: &str) -> Response<ProxyBody> {
             utf8_percent_encode(message, GRPC_MESSAGE).to_string(),
         )
         .body(full(Bytes::new()))
+        .expect("static response parts")
+}
+
+/// The standard gRPC health check, answered by cutover itself.
+const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
+
+/// `grpc.health.v1.HealthCheckResponse`: SERVING (1) when every upstream
+/// answers its health check, NOT_SERVING (2) otherwise.
+async fn health(proxy: &Proxy) -> Response<ProxyBody> {
+    let serving = proxy.upstream_health().await.iter().all(|(_, up)| *up);
+    let status = if serving { 1 } else { 2 };
+    // One frame: uncompressed, 2 bytes, field 1 varint.
+    let message = Bytes::from(vec![0, 0, 0, 0, 2, 0x08, status]);
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    let frames = [Ok(Frame::data(message)), Ok(Frame::trailers(trailers))];
+    let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+    Response::builder()
+        .header("content-type", "application/grpc")
+        .body(body.boxed_unsync())
         .expect("static response parts")
 }
 

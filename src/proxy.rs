@@ -37,6 +37,16 @@ pub struct Names {
 }
 
 impl Proxy {
+    /// Asks every upstream's health check, concurrently: (name, up).
+    pub async fn upstream_health(&self) -> Vec<(String, bool)> {
+        let checks = self.upstreams.iter().map(|(name, upstream)| async move {
+            let up = upstream.healthy().await;
+            crate::metrics::upstream_up(name, up);
+            (name.clone(), up)
+        });
+        futures_util::future::join_all(checks).await
+    }
+
     /// Picks the upstream and the collection name for `collection` under `table`.
     pub fn resolve(
         &self,

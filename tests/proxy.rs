@@ -749,3 +749,56 @@ async fn api_keys_are_passed_or_replaced_per_upstream() {
     blue.stop().await;
     green.stop().await;
 }
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckRequest {
+    #[prost(string, tag = "1")]
+    service: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckResponse {
+    #[prost(int32, tag = "1")]
+    status: i32,
+}
+
+async fn grpc_health(url: String) -> i32 {
+    let channel = tonic::transport::Channel::from_shared(url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<HealthCheckRequest, HealthCheckResponse>::default();
+    let path = http::uri::PathAndQuery::from_static("/grpc.health.v1.Health/Check");
+    let request = tonic::Request::new(HealthCheckRequest {
+        service: String::new(),
+    });
+    grpc.unary(request, path, codec)
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_health_check_follows_the_upstreams() {
+    let Setup {
+        blue,
+        green,
+        proxy,
+        dir,
+        ..
+    } = setup().await;
+    assert_eq!(grpc_health(proxy.grpc_url()).await, 1, "SERVING");
+    green.upstream.stop().await;
+    assert_eq!(
+        grpc_health(proxy.grpc_url()).await,
+        2,
+        "NOT_SERVING while green is down"
+    );
+    proxy.running.stop().await;
+    blue.upstream.stop().await;
+    drop(dir);
+}
