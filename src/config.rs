@@ -54,8 +54,10 @@ pub struct UpstreamConfig {
     pub api_key_file: Option<PathBuf>,
     /// What to do with the client's own `api-key` / `authorization`.
     pub client_api_key: Option<ClientApiKey>,
-    #[serde(default)]
-    pub tls: bool,
+    /// TLS to this upstream: on with `https://` URLs. Set it to say so
+    /// explicitly; it must agree with the URLs.
+    pub tls: Option<bool>,
+    /// A PEM file of CA certificates to trust beside the system's.
     pub ca_file: Option<PathBuf>,
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
@@ -129,6 +131,7 @@ pub enum UpstreamSpec {
 pub struct RemoteSpec {
     pub rest: String,
     pub grpc: String,
+    pub ca_file: Option<PathBuf>,
     pub api_key: Option<String>,
     pub client_api_key: ClientApiKey,
     pub connect_timeout: Duration,
@@ -197,11 +200,30 @@ impl Config {
                             ));
                         }
                     }
-                    if u.tls || rest.starts_with("https://") || grpc.starts_with("https://") {
+                    let https = (rest.starts_with("https://"), grpc.starts_with("https://"));
+                    if https.0 != https.1 {
                         return Err((
                             at,
                             format!(
-                                "upstream `{name}`: TLS to upstreams is not built yet; fix: use http:// and `tls = false`, or terminate TLS in front of Qdrant"
+                                "upstream `{name}`: one URL is https:// and the other is not; fix: give both the same scheme"
+                            ),
+                        ));
+                    }
+                    if u.tls.is_some_and(|tls| tls != https.0) {
+                        return Err((
+                            at,
+                            format!(
+                                "upstream `{name}`: `tls` says {} but the URLs are {}; fix: make them agree",
+                                u.tls.unwrap_or_default(),
+                                if https.0 { "https://" } else { "http://" }
+                            ),
+                        ));
+                    }
+                    if u.ca_file.is_some() && !https.0 {
+                        return Err((
+                            at,
+                            format!(
+                                "upstream `{name}`: ca_file is set but the URLs are http://; fix: use https:// URLs or drop ca_file"
                             ),
                         ));
                     }
@@ -354,6 +376,7 @@ impl Config {
                         UpstreamSpec::Remote(RemoteSpec {
                             rest: u.rest.clone().expect("checked"),
                             grpc: u.grpc.clone().expect("checked"),
+                            ca_file: u.ca_file.clone(),
                             api_key,
                             client_api_key,
                             connect_timeout: Duration::from_millis(u.connect_timeout_ms),
@@ -482,14 +505,22 @@ blue"#,
     }
 
     #[test]
-    fn upstreams_need_one_form_and_plain_http() {
+    fn upstreams_need_one_form_and_one_scheme() {
         let (_, message) = refused(&GOOD.replace("embedded = \"./green\"", ""));
         assert!(message.contains("needs either"), "{message}");
         let (_, message) = refused(&GOOD.replace("http://blue:6333", "https://blue:6333"));
+        assert!(message.contains("give both the same scheme"), "{message}");
+        let explicit = GOOD.replace(
+            "grpc = \"http://blue:6334\"",
+            "grpc = \"http://blue:6334\"\ntls = true",
+        );
+        let (_, message) = refused(&explicit);
         assert!(
-            message.contains("TLS to upstreams is not built yet"),
+            message.contains("`tls` says true but the URLs are http://"),
             "{message}"
         );
+        Config::parse(&GOOD.replace("http://blue", "https://blue"), "c.toml")
+            .expect("https upstreams");
         let (_, message) = refused(
             &GOOD
                 .replace("writes", "x")

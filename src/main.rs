@@ -79,7 +79,11 @@ async fn run() -> anyhow::Result<()> {
         }
         Command::CheckConfig { config: path } => {
             let config = Config::load(&path)?;
-            config.upstream_specs().map_err(anyhow::Error::msg)?;
+            for (name, spec) in config.upstream_specs().map_err(anyhow::Error::msg)? {
+                if let cutover::config::UpstreamSpec::Remote(remote) = spec {
+                    cutover::upstream::Upstream::new(&name, &remote).map_err(anyhow::Error::msg)?;
+                }
+            }
             config.admin_token().map_err(anyhow::Error::msg)?;
             println!(
                 "{}: ok ({} upstreams, {} routes)",

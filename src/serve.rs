@@ -137,6 +137,7 @@ fn embedded_spec(upstream: &EmbeddedUpstream) -> RemoteSpec {
     RemoteSpec {
         rest: upstream.rest_url(),
         grpc: upstream.grpc_url(),
+        ca_file: None,
         api_key: None,
         client_api_key: ClientApiKey::Pass,
         connect_timeout: Duration::from_secs(2),

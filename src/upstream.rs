@@ -9,6 +9,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, Uri};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -53,11 +54,24 @@ impl Protocol {
 pub enum UpstreamError {
     #[error("upstream `{upstream}` did not answer within {timeout:?}")]
     Timeout { upstream: String, timeout: Duration },
-    #[error("upstream `{upstream}` is unreachable: {source}")]
+    #[error("upstream `{upstream}` is unreachable: {}", cause_chain(source))]
     Unreachable {
         upstream: String,
         source: hyper_util::client::legacy::Error,
     },
+}
+
+/// An error and its causes, `: `-joined: hyper's own message alone
+/// ("client error (Connect)") does not say what failed.
+fn cause_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 pub struct Upstream {
@@ -67,8 +81,8 @@ pub struct Upstream {
     api_key: Option<HeaderValue>,
     client_api_key: ClientApiKey,
     request_timeout: Duration,
-    rest_client: Client<HttpConnector, ProxyBody>,
-    grpc_client: Client<HttpConnector, ProxyBody>,
+    rest_client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
+    grpc_client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
 }
 
 impl Upstream {
@@ -81,14 +95,28 @@ impl Upstream {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(spec.connect_timeout));
+        connector.enforce_http(false);
+        let tls =
+            tls_config(spec.ca_file.as_deref()).map_err(|e| format!("upstream `{name}`: {e}"))?;
+        // REST speaks HTTP/1.1 and gRPC HTTP/2, over TLS (offered by ALPN) or not.
+        let rest_connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls.clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector.clone());
+        let grpc_connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http2()
+            .wrap_connector(connector);
         let rest_client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(spec.pool_max_idle_per_host)
-            .build(connector.clone());
+            .build(rest_connector);
         let grpc_client = Client::builder(TokioExecutor::new())
             .http2_only(true)
             .http2_initial_stream_window_size(H2_STREAM_WINDOW)
             .http2_initial_connection_window_size(H2_CONNECTION_WINDOW)
-            .build(connector);
+            .build(grpc_connector);
         let api_key = spec
             .api_key
             .as_deref()
@@ -169,6 +197,39 @@ impl Upstream {
             Err(_) => false,
         }
     }
+}
+
+/// TLS trusting the system's CA certificates and those of `ca_file`.
+fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    // Unreadable system certificates are skipped: a CA file may be all there is.
+    let (valid, _) =
+        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    tracing::debug!(system_certificates = valid, "trust store loaded");
+    if let Some(path) = ca_file {
+        let certificates = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        if certificates.is_empty() {
+            return Err(format!(
+                "ca_file {} holds no PEM certificate",
+                path.display()
+            ));
+        }
+        for certificate in certificates {
+            roots
+                .add(certificate)
+                .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// Headers that belong to one connection, not to the request.
