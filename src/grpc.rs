@@ -14,7 +14,7 @@ use hyper::{Request, Response};
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 use tracing::Instrument;
 
-use crate::proxy::{Names, Proxy, Resolved};
+use crate::proxy::{Names, Proxy, Resolved, request_span};
 use crate::routing::Operation;
 use crate::upstream::{Protocol, ProxyBody, UpstreamError, full, stream};
 
@@ -197,14 +197,9 @@ pub async fn handle(proxy: Arc<Proxy>, request: Request<Incoming>) -> Response<P
         return health(&proxy).await;
     }
     let method = classify(request.uri().path());
-    let span = tracing::info_span!(
-        "grpc",
-        method = method.label,
-        route = tracing::field::Empty,
-        side = tracing::field::Empty,
-        upstream = tracing::field::Empty,
-    );
-    forward(proxy, method, request).instrument(span).await
+    forward(proxy, method, request)
+        .instrument(request_span("grpc", method.label))
+        .await
 }
 
 async fn forward(
@@ -271,11 +266,8 @@ async fn send(
     version: u64,
     request: Request<ProxyBody>,
 ) -> Response<ProxyBody> {
-    let span = tracing::Span::current();
+    resolved.record_in_span();
     let route = resolved.route_label().to_owned();
-    span.record("route", route.as_str());
-    span.record("side", crate::metrics::side_label(resolved.side));
-    span.record("upstream", resolved.upstream.name.as_str());
     let (response, latency) = match resolved.upstream.send(Protocol::Grpc, request).await {
         Ok(answer) => answer,
         Err(err) => {

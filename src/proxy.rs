@@ -82,7 +82,28 @@ impl Proxy {
     }
 }
 
+/// The span of one proxied request; route, side and upstream are recorded
+/// once the request is resolved.
+pub fn request_span(protocol: &'static str, method: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "request",
+        protocol,
+        method,
+        route = tracing::field::Empty,
+        side = tracing::field::Empty,
+        upstream = tracing::field::Empty,
+    )
+}
+
 impl Resolved {
+    /// Records where the request went on the current request span.
+    pub fn record_in_span(&self) {
+        let span = tracing::Span::current();
+        span.record("route", self.route_label());
+        span.record("side", crate::metrics::side_label(self.side));
+        span.record("upstream", self.upstream.name.as_str());
+    }
+
     /// Marks a routed response with the version and side that served it.
     pub fn mark(&self, headers: &mut HeaderMap, version: u64) {
         if let Some(side) = self.side {

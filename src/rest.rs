@@ -11,7 +11,7 @@ use hyper::{Method, Request, Response, StatusCode, Uri};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use tracing::Instrument;
 
-use crate::proxy::{Proxy, Resolved};
+use crate::proxy::{Proxy, Resolved, request_span};
 use crate::routing::Operation;
 use crate::upstream::{Protocol, ProxyBody, UpstreamError, full, stream};
 
@@ -77,13 +77,7 @@ pub fn classify(method: &Method, path: &str) -> Classified {
 /// Proxies one REST request.
 pub async fn handle(proxy: Arc<Proxy>, request: Request<Incoming>) -> Response<ProxyBody> {
     let classified = classify(request.method(), request.uri().path());
-    let span = tracing::info_span!(
-        "rest",
-        method = classified.label,
-        route = tracing::field::Empty,
-        side = tracing::field::Empty,
-        upstream = tracing::field::Empty,
-    );
+    let span = request_span("rest", classified.label);
     forward(proxy, classified, request).instrument(span).await
 }
 
@@ -98,10 +92,7 @@ async fn forward(
         classified.collection.as_deref(),
         classified.operation,
     );
-    let span = tracing::Span::current();
-    span.record("route", resolved.route_label());
-    span.record("side", crate::metrics::side_label(resolved.side));
-    span.record("upstream", resolved.upstream.name.as_str());
+    resolved.record_in_span();
 
     let (mut parts, body) = request.into_parts();
     if let Some(physical) = &resolved.names.physical {
