@@ -1,10 +1,15 @@
-//! Latency and throughput of gRPC search, straight at Qdrant and through
-//! cutover, side by side in one run: the targets take turns in rounds so
-//! that machine noise hits both alike, and each round's warm-up is dropped.
+//! Latency and throughput of Qdrant straight and through proxies, side by
+//! side in one run: the targets take turns in rounds so machine noise hits
+//! them alike, each round's warm-up is dropped. The upstream, cutover and
+//! the peer proxies (nginx, Envoy) each run in their own process, started
+//! and stopped by this program; all listen on loopback only.
 //!
-//! The upstream (an embedded Qdrant) and cutover each run in their own
-//! process, started and stopped by this program.
+//! By default it starts an embedded upstream (the real Qdrant engine, in
+//! cutover's binary); `--upstream-grpc` / `--upstream-rest` point it at any
+//! Qdrant instead.
 
+mod peers;
+mod plot;
 mod processes;
 mod report;
 mod workload;
@@ -13,27 +18,40 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Parser;
-use qdrant_client::Qdrant;
 
 use processes::Server;
 use report::{Report, TargetResult};
-use workload::Shape;
+use workload::{Client, LoadModel, Mix, Protocol, Run, Shape};
 
 #[derive(Parser)]
-#[command(about = "Qdrant direct vs through cutover: gRPC search latency and throughput")]
+#[command(about = "Qdrant direct vs through cutover and peer proxies: latency and throughput")]
 struct Args {
-    /// The cutover binary (built with `cargo build --release`).
+    /// The cutover binary (`cargo build --release`).
     #[arg(long, default_value = "target/release/cutover")]
     cutover_bin: PathBuf,
-    /// Concurrent clients (closed loop).
+    /// A Qdrant to measure instead of an embedded upstream (both URLs).
+    #[arg(long, requires = "upstream_rest")]
+    upstream_grpc: Option<String>,
+    #[arg(long, requires = "upstream_grpc")]
+    upstream_rest: Option<String>,
+    /// Protocols: grpc, rest or both.
+    #[arg(long, default_value = "grpc")]
+    protocols: String,
+    /// Operations by weight: search, query, upsert, set_payload.
+    #[arg(long, default_value = "search=1")]
+    mix: Mix,
+    /// Closed loop: this many concurrent clients.
     #[arg(long, default_value_t = 32)]
     clients: usize,
+    /// Open loop instead: this many requests a second, latency from the intended send time.
+    #[arg(long)]
+    rate: Option<f64>,
     /// Measured seconds per target per round.
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
-    /// Rounds; the targets alternate within each.
+    /// Rounds; every target runs once in each.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Warm-up seconds per target per round, not measured.
@@ -45,13 +63,28 @@ struct Args {
     points: usize,
     #[arg(long, default_value_t = 10)]
     top: u64,
-    /// Pin every process (upstream, cutover, this one) to this CPU, so that
-    /// cross-CPU wake-ups do not blur the tails. Without it, read medians only.
+    /// Filter searches and queries on a keyword (a fifth of the points match).
+    #[arg(long)]
+    filter: bool,
+    /// Points per upsert.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Bytes of filler in each point's payload.
+    #[arg(long, default_value_t = 64)]
+    payload_bytes: usize,
+    /// Also measure nginx and Envoy as plain passthrough proxies.
+    #[arg(long)]
+    peers: bool,
+    /// Pin every process (upstream, proxies, this one) to this CPU, so that
+    /// cross-CPU wake-ups do not blur the tails. Without it, read medians.
     #[arg(long)]
     pin_cpu: Option<usize>,
-    /// Where to write the JSON with every figure.
-    #[arg(long, default_value = "loadtest-results.json")]
-    json: PathBuf,
+    /// Where to write JSON with every figure, and an SVG plot per protocol and operation.
+    #[arg(long, default_value = "loadtest-results")]
+    out: PathBuf,
+    /// Exit non-zero if any request failed.
+    #[arg(long)]
+    fail_on_errors: bool,
 }
 
 #[tokio::main]
@@ -60,101 +93,197 @@ async fn main() -> anyhow::Result<()> {
     if let Some(cpu) = args.pin_cpu {
         processes::pin_self(cpu)?;
     }
+    let protocols: Vec<Protocol> = match args.protocols.as_str() {
+        "grpc" => vec![Protocol::Grpc],
+        "rest" => vec![Protocol::Rest],
+        "both" => vec![Protocol::Grpc, Protocol::Rest],
+        other => bail!("--protocols takes grpc, rest or both, not `{other}`"),
+    };
     let dir = tempfile::tempdir()?;
-    let data = dir.path().join("upstream");
-    let upstream = Server::start(
-        &args.cutover_bin,
-        &[
-            "embedded",
-            "--grpc",
-            "127.0.0.1:0",
-            "--rest",
-            "127.0.0.1:0",
-            "--data",
-            data.to_str().unwrap(),
-        ],
-        args.pin_cpu,
-    )
-    .context("starting the embedded upstream")?;
-    let (upstream_grpc, upstream_rest) = (upstream.address("gRPC")?, upstream.address("REST")?);
+
+    // The upstream: embedded in its own process, or the one given.
+    let embedded;
+    let (upstream_grpc, upstream_rest) = match (&args.upstream_grpc, &args.upstream_rest) {
+        (Some(grpc), Some(rest)) => (grpc.clone(), rest.clone()),
+        _ => {
+            let data = dir.path().join("upstream");
+            embedded = Server::start(
+                &args.cutover_bin,
+                &[
+                    "embedded",
+                    "--grpc",
+                    "127.0.0.1:0",
+                    "--rest",
+                    "127.0.0.1:0",
+                    "--data",
+                    &data.display().to_string(),
+                ],
+                args.pin_cpu,
+            )
+            .context("starting the embedded upstream")?;
+            (embedded.address("gRPC")?, embedded.address("REST")?)
+        }
+    };
     let config = processes::passthrough_config(dir.path(), &upstream_rest, &upstream_grpc)?;
-    let proxy = Server::start(
+    let cutover = Server::start(
         &args.cutover_bin,
-        &["serve", "--config", config.to_str().unwrap()],
+        &["serve", "--config", &config.display().to_string()],
         args.pin_cpu,
     )
     .context("starting cutover")?;
-    let proxy_grpc = proxy.address("gRPC")?;
+    let mut targets = vec![
+        (
+            "direct".to_owned(),
+            upstream_grpc.clone(),
+            upstream_rest.clone(),
+        ),
+        (
+            "cutover passthrough".to_owned(),
+            cutover.address("gRPC")?,
+            cutover.address("REST")?,
+        ),
+    ];
+    let mut peer_processes = Vec::new();
+    if args.peers {
+        let ports = peers::UpstreamPorts {
+            grpc: port_of(&upstream_grpc)?,
+            rest: port_of(&upstream_rest)?,
+        };
+        for peer in [
+            peers::nginx(dir.path(), &ports, args.pin_cpu)?,
+            peers::envoy(dir.path(), &ports, args.pin_cpu)?,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            targets.push((
+                peer.name.to_owned(),
+                peer.grpc_url.clone(),
+                peer.rest_url.clone(),
+            ));
+            peer_processes.push(peer);
+        }
+    }
 
     let shape = Arc::new(Shape {
         collection: "loadtest".into(),
         dim: args.dim,
         points: args.points,
         top: args.top,
+        filter: args.filter,
+        batch: args.batch.max(1),
+        payload_bytes: args.payload_bytes,
     });
-    // The embedded upstream reports Qdrant 1.18; the client's version check would only print.
-    let connect = |url: &str| Qdrant::from_url(url).skip_compatibility_check().build();
-    let direct = Arc::new(connect(&upstream_grpc)?);
     eprintln!(
         "seeding {} points of {} dimensions",
         shape.points, shape.dim
     );
-    workload::seed(&direct, &shape).await?;
+    let Client::Grpc(seeder) = Client::new(Protocol::Grpc, &upstream_grpc)? else {
+        unreachable!("a gRPC client")
+    };
+    workload::seed(&seeder, &shape).await?;
     let queries = Arc::new(workload::vectors(256, shape.dim, 2));
+    let mix = Arc::new(args.mix.clone());
+    let model = match args.rate {
+        Some(rate) => LoadModel::Open { rate },
+        None => LoadModel::Closed {
+            clients: args.clients,
+        },
+    };
 
-    let targets = [
-        ("direct", direct),
-        (
-            "cutover passthrough",
-            Arc::new(Qdrant::from_url(&proxy_grpc).build()?),
-        ),
-    ];
-    let mut results: Vec<TargetResult> = targets
-        .iter()
-        .map(|(name, _)| TargetResult::new(name))
-        .collect();
-    for round in 0..args.rounds {
-        for (i, (name, client)) in targets.iter().enumerate() {
-            let warmup = Duration::from_secs_f64(args.warmup);
-            workload::closed_loop(
-                client.clone(),
-                shape.clone(),
-                queries.clone(),
-                args.clients,
-                warmup,
-            )
-            .await;
-            let measured = workload::closed_loop(
-                client.clone(),
-                shape.clone(),
-                queries.clone(),
-                args.clients,
-                Duration::from_secs_f64(args.seconds),
-            )
-            .await;
-            eprintln!(
-                "round {}/{} {name}: {} requests, p50 {} µs",
-                round + 1,
-                args.rounds,
-                measured.latency_us.len(),
-                measured.latency_us.value_at_quantile(0.5)
-            );
-            results[i].add(measured);
+    let mut runs = Vec::new();
+    for protocol in &protocols {
+        for (name, grpc, rest) in &targets {
+            let url = if *protocol == Protocol::Grpc {
+                grpc
+            } else {
+                rest
+            };
+            let run = Run {
+                client: Arc::new(Client::new(*protocol, url)?),
+                shape: shape.clone(),
+                mix: mix.clone(),
+                queries: queries.clone(),
+            };
+            runs.push((TargetResult::new(name, *protocol), run));
         }
     }
+    for round in 0..args.rounds {
+        for (result, run) in &mut runs {
+            run.measure(model, Duration::from_secs_f64(args.warmup))
+                .await;
+            let measured = run
+                .measure(model, Duration::from_secs_f64(args.seconds))
+                .await;
+            let requests: u64 = measured.latency_us.values().map(|h| h.len()).sum();
+            eprintln!(
+                "round {}/{} {} {}: {requests} requests",
+                round + 1,
+                args.rounds,
+                result.protocol.name(),
+                result.target
+            );
+            result.add(measured);
+        }
+    }
+
     let report = Report {
-        operation: format!(
-            "gRPC search, {} dims, top {}, {} points",
-            args.dim, args.top, args.points
+        title: format!(
+            "{} dims, top {}, {} points{}, mix {}",
+            args.dim,
+            args.top,
+            args.points,
+            if args.filter { ", filtered" } else { "" },
+            mix.ops().map(|op| op.name()).collect::<Vec<_>>().join("+"),
         ),
-        clients: args.clients,
+        load: match model {
+            LoadModel::Closed { clients } => format!("closed loop, {clients} clients"),
+            LoadModel::Open { rate } => {
+                format!("open loop, {rate} req/s, latency from the intended send time")
+            }
+        },
         pinned_cpu: args.pin_cpu,
-        results,
+        results: runs.into_iter().map(|(result, _)| result).collect(),
     };
     println!("{}", report.markdown());
-    std::fs::write(&args.json, serde_json::to_vec_pretty(&report.json())?)?;
-    eprintln!("figures written to {}", args.json.display());
-    drop(proxy);
-    drop(upstream);
+    std::fs::create_dir_all(&args.out)?;
+    std::fs::write(
+        args.out.join("results.json"),
+        serde_json::to_vec_pretty(&report.json())?,
+    )?;
+    for protocol in &protocols {
+        for op in mix.ops() {
+            let title = format!("{} {}: {}", protocol.name(), op.name(), report.load);
+            if let Some(svg) = plot::percentile_svg(&report.results, *protocol, op, &title) {
+                let file = format!("{}-{}.svg", protocol.name().to_lowercase(), op.name());
+                std::fs::write(args.out.join(file), svg)?;
+            }
+        }
+    }
+    eprintln!("figures and plots written to {}", args.out.display());
+    let errors: u64 = report.results.iter().map(TargetResult::total_errors).sum();
+    if errors > 0 {
+        for r in report.results.iter().filter(|r| r.total_errors() > 0) {
+            eprintln!(
+                "{} {}: {} errors, first: {}",
+                r.protocol.name(),
+                r.target,
+                r.total_errors(),
+                r.first_error.as_deref().unwrap_or("?")
+            );
+        }
+        if args.fail_on_errors {
+            bail!("{errors} requests failed");
+        }
+    }
+    drop(peer_processes);
+    drop(cutover);
     Ok(())
+}
+
+fn port_of(url: &str) -> anyhow::Result<u16> {
+    url.rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .with_context(|| format!("no port in {url}"))
 }

@@ -17,15 +17,7 @@ pub struct Server {
 impl Server {
     /// Starts `bin args`, pinned to `cpu` if given, and reads its address line.
     pub fn start(bin: &Path, args: &[&str], cpu: Option<usize>) -> anyhow::Result<Server> {
-        let mut command = match cpu {
-            Some(cpu) => {
-                let mut c = Command::new("taskset");
-                c.args(["-c", &cpu.to_string()]).arg(bin);
-                c
-            }
-            None => Command::new(bin),
-        };
-        let mut child = command
+        let mut child = command(bin.as_os_str(), cpu)
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -71,6 +63,18 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A command for `program`, run pinned to `cpu` (through taskset) if given.
+pub fn command(program: &std::ffi::OsStr, cpu: Option<usize>) -> Command {
+    match cpu {
+        Some(cpu) => {
+            let mut pinned = Command::new("taskset");
+            pinned.args(["-c", &cpu.to_string()]).arg(program);
+            pinned
+        }
+        None => Command::new(program),
     }
 }
 

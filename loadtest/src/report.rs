@@ -1,115 +1,152 @@
-//! Per-target figures and their presentation: a Markdown table with ratios
-//! to the first target (direct), and JSON with every figure.
+//! Figures per target, protocol and operation, and their presentation: a
+//! Markdown table with ratios to direct, JSON with every figure.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
-use crate::workload::Measured;
+use crate::workload::{Measured, Op, Protocol};
 
+pub const QUANTILES: [(&str, f64); 4] =
+    [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999)];
+
+/// Everything measured for one target on one protocol, over all rounds.
 pub struct TargetResult {
-    pub name: String,
-    latency_us: Histogram<u64>,
-    errors: u64,
-    elapsed: Duration,
+    pub target: String,
+    pub protocol: Protocol,
+    pub latency_us: BTreeMap<Op, Histogram<u64>>,
+    pub errors: BTreeMap<Op, u64>,
+    pub first_error: Option<String>,
+    pub elapsed: Duration,
 }
 
 impl TargetResult {
-    pub fn new(name: &str) -> Self {
+    pub fn new(target: &str, protocol: Protocol) -> Self {
         TargetResult {
-            name: name.to_owned(),
-            latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
-            errors: 0,
+            target: target.to_owned(),
+            protocol,
+            latency_us: BTreeMap::new(),
+            errors: BTreeMap::new(),
+            first_error: None,
             elapsed: Duration::ZERO,
         }
     }
 
     pub fn add(&mut self, measured: Measured) {
-        self.latency_us
-            .add(measured.latency_us)
-            .expect("same bounds");
-        self.errors += measured.errors;
+        for (op, h) in measured.latency_us {
+            self.latency_us
+                .entry(op)
+                .or_insert_with(|| {
+                    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+                })
+                .add(h)
+                .expect("same bounds");
+        }
+        for (op, e) in measured.errors {
+            *self.errors.entry(op).or_default() += e;
+        }
+        if self.first_error.is_none() {
+            self.first_error = measured.first_error;
+        }
         self.elapsed += measured.elapsed;
     }
 
-    fn throughput(&self) -> f64 {
-        self.latency_us.len() as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    pub fn total_errors(&self) -> u64 {
+        self.errors.values().sum()
     }
 
-    fn quantile_ms(&self, q: f64) -> f64 {
-        self.latency_us.value_at_quantile(q) as f64 / 1000.0
+    fn throughput(&self, op: Op) -> f64 {
+        self.latency_us.get(&op).map_or(0, |h| h.len()) as f64
+            / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    pub fn quantile_ms(&self, op: Op, q: f64) -> f64 {
+        self.latency_us
+            .get(&op)
+            .map_or(0.0, |h| h.value_at_quantile(q) as f64 / 1000.0)
     }
 }
 
-const QUANTILES: [(&str, f64); 4] = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999)];
-
 pub struct Report {
-    pub operation: String,
-    pub clients: usize,
+    pub title: String,
+    pub load: String,
     pub pinned_cpu: Option<usize>,
     pub results: Vec<TargetResult>,
 }
 
 impl Report {
+    fn direct(&self, protocol: Protocol) -> Option<&TargetResult> {
+        self.results
+            .iter()
+            .find(|r| r.protocol == protocol && r.target == "direct")
+    }
+
     pub fn markdown(&self) -> String {
-        let base = &self.results[0];
         let mut out = format!(
-            "{}; {} clients, closed loop; {}\n\n| target | req/s | errors | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |\n|---|---|---|---|---|---|---|---|\n",
-            self.operation,
-            self.clients,
+            "{}; {}; {}\n\n| protocol | operation | target | req/s | errors | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |\n|---|---|---|---|---|---|---|---|---|---|\n",
+            self.title,
+            self.load,
             match self.pinned_cpu {
                 Some(cpu) => format!("every process pinned to CPU {cpu}: tails comparable"),
-                None => "processes not pinned: compare medians only".to_owned(),
+                None => "processes not pinned: compare medians".to_owned(),
             }
         );
+        let ratio = |value: f64, base: Option<f64>| match base {
+            Some(base) if base > 0.0 => format!(" (x{:.2})", value / base),
+            _ => String::new(),
+        };
         for r in &self.results {
-            let ratio = |value: f64, base_value: f64| {
-                if std::ptr::eq(r, base) {
-                    String::new()
-                } else {
-                    format!(" (x{:.2})", value / base_value)
-                }
-            };
-            out.push_str(&format!(
-                "| {} | {:.0}{} | {} |",
-                r.name,
-                r.throughput(),
-                ratio(r.throughput(), base.throughput()),
-                r.errors
-            ));
-            for (_, q) in QUANTILES {
+            let direct = self.direct(r.protocol).filter(|d| !std::ptr::eq(*d, r));
+            for (op, histogram) in &r.latency_us {
                 out.push_str(&format!(
-                    " {:.2}{} |",
-                    r.quantile_ms(q),
-                    ratio(r.quantile_ms(q), base.quantile_ms(q))
+                    "| {} | {} | {} | {:.0}{} | {} |",
+                    r.protocol.name(),
+                    op.name(),
+                    r.target,
+                    r.throughput(*op),
+                    ratio(r.throughput(*op), direct.map(|d| d.throughput(*op))),
+                    r.errors.get(op).copied().unwrap_or(0),
                 ));
+                for (_, q) in QUANTILES {
+                    let value = r.quantile_ms(*op, q);
+                    out.push_str(&format!(
+                        " {value:.2}{} |",
+                        ratio(value, direct.map(|d| d.quantile_ms(*op, q)))
+                    ));
+                }
+                out.push_str(&format!(" {:.2} |\n", histogram.max() as f64 / 1000.0));
             }
-            out.push_str(&format!(" {:.2} |\n", r.latency_us.max() as f64 / 1000.0));
         }
         out
     }
 
     pub fn json(&self) -> Value {
-        json!({
-            "operation": self.operation,
-            "clients": self.clients,
-            "pinned_cpu": self.pinned_cpu,
-            "targets": self.results.iter().map(|r| {
-                let mut quantiles = serde_json::Map::new();
-                for (name, q) in QUANTILES {
-                    quantiles.insert(format!("{name}_ms"), json!(r.quantile_ms(q)));
-                }
-                json!({
-                    "name": r.name,
-                    "requests": r.latency_us.len(),
-                    "errors": r.errors,
-                    "seconds": r.elapsed.as_secs_f64(),
-                    "throughput_per_s": r.throughput(),
-                    "latency": quantiles,
-                    "max_ms": r.latency_us.max() as f64 / 1000.0,
+        let rows: Vec<Value> = self
+            .results
+            .iter()
+            .flat_map(|r| {
+                r.latency_us.iter().map(move |(op, histogram)| {
+                    let mut latency = serde_json::Map::new();
+                    for (name, q) in QUANTILES {
+                        latency.insert(format!("{name}_ms"), json!(r.quantile_ms(*op, q)));
+                    }
+                    latency.insert("max_ms".into(), json!(histogram.max() as f64 / 1000.0));
+                    latency.insert("mean_ms".into(), json!(histogram.mean() / 1000.0));
+                    json!({
+                        "target": r.target,
+                        "protocol": r.protocol.name(),
+                        "operation": op.name(),
+                        "requests": histogram.len(),
+                        "errors": r.errors.get(op).copied().unwrap_or(0),
+                        "seconds": r.elapsed.as_secs_f64(),
+                        "throughput_per_s": r.throughput(*op),
+                        "latency": latency,
+                    })
                 })
-            }).collect::<Vec<_>>(),
-        })
+            })
+            .collect();
+        json!({ "title": self.title, "load": self.load, "pinned_cpu": self.pinned_cpu, "results": rows })
     }
 }

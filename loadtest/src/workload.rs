@@ -1,18 +1,108 @@
-//! The workload: seed a collection, then closed-loop gRPC searches from N
-//! concurrent clients, each latency recorded in an HDR histogram.
+//! The workload: seed a collection, then a mix of search, query, upsert and
+//! payload update over gRPC (qdrant-client) or REST (plain HTTP), in a
+//! closed loop (N clients) or an open loop (a fixed rate, latency measured
+//! from the intended send time, so a stall cannot hide behind coordinated
+//! omission). Every latency goes into an HDR histogram per operation.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use qdrant_client::Qdrant;
-use qdrant_client::qdrant::{self as pb};
+use qdrant_client::qdrant::{self as pb, Condition, Filter};
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Op {
+    Search,
+    Query,
+    Upsert,
+    SetPayload,
+}
+
+impl Op {
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Search => "search",
+            Op::Query => "query",
+            Op::Upsert => "upsert",
+            Op::SetPayload => "set_payload",
+        }
+    }
+}
+
+/// Operations by weight, e.g. `search=70,upsert=20,set_payload=10`.
+#[derive(Debug, Clone)]
+pub struct Mix(Vec<(Op, u32)>);
+
+impl std::str::FromStr for Mix {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let mut mix = Vec::new();
+        for part in text.split(',') {
+            let (name, weight) = part.split_once('=').unwrap_or((part, "1"));
+            let op = [Op::Search, Op::Query, Op::Upsert, Op::SetPayload]
+                .into_iter()
+                .find(|op| op.name() == name.trim())
+                .ok_or_else(|| {
+                    format!("unknown operation `{name}`; use search, query, upsert, set_payload")
+                })?;
+            let weight = weight
+                .trim()
+                .parse()
+                .map_err(|_| format!("bad weight in `{part}`"))?;
+            mix.push((op, weight));
+        }
+        if mix.iter().map(|(_, w)| w).sum::<u32>() == 0 {
+            return Err("the mix needs a positive weight".into());
+        }
+        Ok(Mix(mix))
+    }
+}
+
+impl Mix {
+    /// The operation for the `n`th request: the weights spread evenly.
+    fn pick(&self, n: u64) -> Op {
+        let total: u64 = self.0.iter().map(|(_, w)| u64::from(*w)).sum();
+        let mut slot = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) % total;
+        for (op, weight) in &self.0 {
+            if slot < u64::from(*weight) {
+                return *op;
+            }
+            slot -= u64::from(*weight);
+        }
+        unreachable!("slot is below the total")
+    }
+
+    pub fn ops(&self) -> impl Iterator<Item = Op> + '_ {
+        self.0.iter().filter(|(_, w)| *w > 0).map(|(op, _)| *op)
+    }
+}
 
 pub struct Shape {
     pub collection: String,
     pub dim: usize,
     pub points: usize,
     pub top: u64,
+    /// Searches and queries filter on a keyword matching a fifth of the points.
+    pub filter: bool,
+    /// Points per upsert.
+    pub batch: usize,
+    /// Bytes of filler in each point's payload.
+    pub payload_bytes: usize,
+}
+
+impl Shape {
+    fn payload(&self, id: u64) -> Value {
+        json!({ "group": format!("g{}", id % 5), "blob": "x".repeat(self.payload_bytes) })
+    }
+
+    fn group(&self, n: u64) -> Option<String> {
+        self.filter.then(|| format!("g{}", n % 5))
+    }
 }
 
 /// Deterministic vectors (SplitMix64), so every run searches the same data.
@@ -30,6 +120,178 @@ pub fn vectors(count: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
         .collect()
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Grpc,
+    Rest,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "gRPC",
+            Protocol::Rest => "REST",
+        }
+    }
+}
+
+/// A client of one target on one protocol.
+pub enum Client {
+    Grpc(Qdrant),
+    Rest { http: reqwest::Client, base: String },
+}
+
+impl Client {
+    pub fn new(protocol: Protocol, url: &str) -> anyhow::Result<Client> {
+        Ok(match protocol {
+            // The embedded upstream reports Qdrant 1.18; the version check would only print.
+            Protocol::Grpc => {
+                Client::Grpc(Qdrant::from_url(url).skip_compatibility_check().build()?)
+            }
+            Protocol::Rest => Client::Rest {
+                http: reqwest::Client::builder()
+                    .pool_max_idle_per_host(256)
+                    .build()?,
+                base: url.trim_end_matches('/').to_owned(),
+            },
+        })
+    }
+
+    /// One request: the `n`th of its kind decides its vector, ids and filter.
+    async fn run(&self, op: Op, n: u64, shape: &Shape, queries: &[Vec<f32>]) -> anyhow::Result<()> {
+        let query = &queries[n as usize % queries.len()];
+        let filter_json = shape
+            .group(n)
+            .map(|g| json!({ "must": [{ "key": "group", "match": { "value": g } }] }));
+        let filter_pb = shape
+            .group(n)
+            .map(|g| Filter::must([Condition::matches("group", g)]));
+        let ids: Vec<u64> = (0..shape.batch as u64)
+            .map(|i| (n * shape.batch as u64 + i) % shape.points as u64)
+            .collect();
+        let c = &shape.collection;
+        match self {
+            Client::Grpc(client) => {
+                match op {
+                    Op::Search => {
+                        let request = pb::SearchPoints {
+                            collection_name: c.clone(),
+                            vector: query.clone(),
+                            limit: shape.top,
+                            filter: filter_pb,
+                            ..Default::default()
+                        };
+                        client.search_points(request).await?;
+                    }
+                    Op::Query => {
+                        let nearest = pb::VectorInput {
+                            variant: Some(pb::vector_input::Variant::Dense(pb::DenseVector {
+                                data: query.clone(),
+                            })),
+                        };
+                        let request = pb::QueryPoints {
+                            collection_name: c.clone(),
+                            query: Some(pb::Query {
+                                variant: Some(pb::query::Variant::Nearest(nearest)),
+                            }),
+                            limit: Some(shape.top),
+                            filter: filter_pb,
+                            ..Default::default()
+                        };
+                        client.query(request).await?;
+                    }
+                    Op::Upsert => {
+                        let points = ids
+                            .iter()
+                            .map(|&id| {
+                                let payload = qdrant_client::Payload::try_from(shape.payload(id))
+                                    .expect("an object");
+                                pb::PointStruct::new(
+                                    id,
+                                    queries[id as usize % queries.len()].clone(),
+                                    payload,
+                                )
+                            })
+                            .collect();
+                        let request = pb::UpsertPoints {
+                            collection_name: c.clone(),
+                            wait: Some(true),
+                            points,
+                            ..Default::default()
+                        };
+                        client.upsert_points(request).await?;
+                    }
+                    Op::SetPayload => {
+                        let request = pb::SetPayloadPoints {
+                            collection_name: c.clone(),
+                            wait: Some(true),
+                            payload: qdrant_client::Payload::try_from(json!({ "tag": n }))
+                                .expect("an object")
+                                .into(),
+                            points_selector: Some(pb::PointsSelector {
+                                points_selector_one_of: Some(
+                                    pb::points_selector::PointsSelectorOneOf::Points(
+                                        pb::PointsIdsList {
+                                            ids: vec![ids[0].into()],
+                                        },
+                                    ),
+                                ),
+                            }),
+                            ..Default::default()
+                        };
+                        client.set_payload(request).await?;
+                    }
+                }
+                Ok(())
+            }
+            Client::Rest { http, base } => {
+                let (method, path, body) = match op {
+                    Op::Search => (
+                        reqwest::Method::POST,
+                        "points/search",
+                        json!({ "vector": query, "limit": shape.top, "filter": filter_json }),
+                    ),
+                    Op::Query => (
+                        reqwest::Method::POST,
+                        "points/query",
+                        json!({ "query": query, "limit": shape.top, "filter": filter_json }),
+                    ),
+                    Op::Upsert => {
+                        let points: Vec<Value> = ids
+                            .iter()
+                            .map(|&id| json!({ "id": id, "vector": queries[id as usize % queries.len()], "payload": shape.payload(id) }))
+                            .collect();
+                        (
+                            reqwest::Method::PUT,
+                            "points?wait=true",
+                            json!({ "points": points }),
+                        )
+                    }
+                    Op::SetPayload => (
+                        reqwest::Method::POST,
+                        "points/payload?wait=true",
+                        json!({ "payload": { "tag": n }, "points": [ids[0]] }),
+                    ),
+                };
+                let response = http
+                    .request(method, format!("{base}/collections/{c}/{path}"))
+                    .json(&body)
+                    .send()
+                    .await?;
+                if !response.status().is_success() {
+                    bail!(
+                        "{}: {}",
+                        response.status(),
+                        response.text().await.unwrap_or_default()
+                    );
+                }
+                response.bytes().await?;
+                Ok(())
+            }
+        }
+    }
+}
+
 pub async fn seed(client: &Qdrant, shape: &Shape) -> anyhow::Result<()> {
     let _ = client.delete_collection(shape.collection.as_str()).await;
     client
@@ -44,7 +306,8 @@ pub async fn seed(client: &Qdrant, shape: &Shape) -> anyhow::Result<()> {
             }),
             ..Default::default()
         })
-        .await?;
+        .await
+        .context("creating the collection")?;
     let all = vectors(shape.points, shape.dim, 1);
     for (chunk_index, chunk) in all.chunks(256).enumerate() {
         let points = chunk
@@ -52,7 +315,9 @@ pub async fn seed(client: &Qdrant, shape: &Shape) -> anyhow::Result<()> {
             .enumerate()
             .map(|(i, v)| {
                 let id = (chunk_index * 256 + i) as u64;
-                pb::PointStruct::new(id, v.clone(), qdrant_client::Payload::new())
+                let payload =
+                    qdrant_client::Payload::try_from(shape.payload(id)).expect("an object");
+                pb::PointStruct::new(id, v.clone(), payload)
             })
             .collect();
         client
@@ -62,65 +327,149 @@ pub async fn seed(client: &Qdrant, shape: &Shape) -> anyhow::Result<()> {
                 points,
                 ..Default::default()
             })
-            .await?;
+            .await
+            .context("seeding")?;
     }
     Ok(())
 }
 
-/// What one closed-loop stretch measured.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+/// What one stretch measured, per operation.
+#[derive(Default)]
 pub struct Measured {
-    pub latency_us: Histogram<u64>,
-    pub errors: u64,
+    pub latency_us: BTreeMap<Op, Histogram<u64>>,
+    pub errors: BTreeMap<Op, u64>,
+    pub first_error: Option<String>,
     pub elapsed: Duration,
 }
 
-/// `clients` concurrent searchers for `duration`, each sending its next
-/// request as soon as the previous answered.
-pub async fn closed_loop(
-    client: Arc<Qdrant>,
-    shape: Arc<Shape>,
-    queries: Arc<Vec<Vec<f32>>>,
-    clients: usize,
-    duration: Duration,
-) -> Measured {
-    let started = Instant::now();
-    let deadline = started + duration;
-    let tasks: Vec<_> = (0..clients)
-        .map(|worker| {
-            let (client, shape, queries) = (client.clone(), shape.clone(), queries.clone());
-            tokio::spawn(async move {
-                let mut histogram =
-                    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-                let mut errors = 0;
-                let mut i = worker;
-                while Instant::now() < deadline {
-                    let request = pb::SearchPoints {
-                        collection_name: shape.collection.clone(),
-                        vector: queries[i % queries.len()].clone(),
-                        limit: shape.top,
-                        ..Default::default()
-                    };
-                    i += clients;
-                    let sent = Instant::now();
-                    match client.search_points(request).await {
-                        Ok(_) => histogram.saturating_record(sent.elapsed().as_micros() as u64),
-                        Err(_) => errors += 1,
-                    }
-                }
-                (histogram, errors)
-            })
-        })
-        .collect();
-    let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-    let mut errors = 0;
-    for task in tasks {
-        let (histogram, task_errors) = task.await.expect("a search task does not panic");
-        latency_us.add(histogram).expect("same bounds");
-        errors += task_errors;
+impl Measured {
+    fn record(&mut self, op: Op, result: Result<Duration, String>) {
+        match result {
+            Ok(latency) => {
+                self.latency_us
+                    .entry(op)
+                    .or_insert_with(histogram)
+                    .saturating_record(latency.as_micros() as u64);
+            }
+            Err(err) => {
+                *self.errors.entry(op).or_default() += 1;
+                self.first_error.get_or_insert(err);
+            }
+        }
     }
-    Measured {
-        latency_us,
-        errors,
-        elapsed: started.elapsed(),
+
+    fn merge(&mut self, other: Measured) {
+        for (op, h) in other.latency_us {
+            self.latency_us
+                .entry(op)
+                .or_insert_with(histogram)
+                .add(h)
+                .expect("same bounds");
+        }
+        for (op, e) in other.errors {
+            *self.errors.entry(op).or_default() += e;
+        }
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+}
+
+/// How requests are issued.
+#[derive(Debug, Clone, Copy)]
+pub enum LoadModel {
+    /// This many clients, each sending as soon as its last request answered.
+    Closed { clients: usize },
+    /// This many requests a second, on schedule, whatever the answers do.
+    Open { rate: f64 },
+}
+
+pub struct Run {
+    pub client: Arc<Client>,
+    pub shape: Arc<Shape>,
+    pub mix: Arc<Mix>,
+    pub queries: Arc<Vec<Vec<f32>>>,
+}
+
+impl Run {
+    pub async fn measure(&self, model: LoadModel, duration: Duration) -> Measured {
+        let started = Instant::now();
+        let mut measured = match model {
+            LoadModel::Closed { clients } => self.closed(clients, started + duration).await,
+            LoadModel::Open { rate } => self.open(rate, started, duration).await,
+        };
+        measured.elapsed = started.elapsed();
+        measured
+    }
+
+    async fn closed(&self, clients: usize, deadline: Instant) -> Measured {
+        let tasks: Vec<_> = (0..clients)
+            .map(|worker| {
+                let (client, shape, mix, queries) = (
+                    self.client.clone(),
+                    self.shape.clone(),
+                    self.mix.clone(),
+                    self.queries.clone(),
+                );
+                tokio::spawn(async move {
+                    let mut measured = Measured::default();
+                    let mut n = worker as u64;
+                    while Instant::now() < deadline {
+                        let op = mix.pick(n);
+                        let sent = Instant::now();
+                        let result = client.run(op, n, &shape, &queries).await;
+                        measured.record(
+                            op,
+                            result.map(|_| sent.elapsed()).map_err(|e| e.to_string()),
+                        );
+                        n += clients as u64;
+                    }
+                    measured
+                })
+            })
+            .collect();
+        let mut total = Measured::default();
+        for task in tasks {
+            total.merge(task.await.expect("a load task does not panic"));
+        }
+        total
+    }
+
+    async fn open(&self, rate: f64, started: Instant, duration: Duration) -> Measured {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let interval = Duration::from_secs_f64(1.0 / rate);
+        let count = (duration.as_secs_f64() * rate) as u64;
+        for n in 0..count {
+            let intended = started + interval.mul_f64(n as f64);
+            tokio::time::sleep_until(intended.into()).await;
+            let (client, shape, mix, queries, tx) = (
+                self.client.clone(),
+                self.shape.clone(),
+                self.mix.clone(),
+                self.queries.clone(),
+                tx.clone(),
+            );
+            tokio::spawn(async move {
+                let op = mix.pick(n);
+                let result = client.run(op, n, &shape, &queries).await;
+                // From when it should have been sent, not from when it was.
+                let _ = tx.send((
+                    op,
+                    result
+                        .map(|_| intended.elapsed())
+                        .map_err(|e| e.to_string()),
+                ));
+            });
+        }
+        drop(tx);
+        let mut measured = Measured::default();
+        while let Some((op, result)) = rx.recv().await {
+            measured.record(op, result);
+        }
+        measured
     }
 }

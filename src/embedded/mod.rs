@@ -172,7 +172,7 @@ async fn serve_grpc(
             check,
         ))
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             async move {
                 let _ = shutdown.wait_for(|stop| *stop).await;
             },
