@@ -802,3 +802,73 @@ async fn grpc_health_check_follows_the_upstreams() {
     blue.upstream.stop().await;
     drop(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_upstream_times_out_cleanly() {
+    // An upstream that accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("admin-token"), ADMIN_TOKEN).unwrap();
+    let config = format!(
+        r#"
+state_file = "{state}"
+default_upstream = "silent"
+[listen]
+rest = "127.0.0.1:0"
+grpc = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+admin_token_file = "{token}"
+[upstreams.silent]
+rest = "http://127.0.0.1:{port}"
+grpc = "http://127.0.0.1:{port}"
+request_timeout_ms = 300
+"#,
+        state = dir.path().join("state.json").display(),
+        token = dir.path().join("admin-token").display(),
+    );
+    let proxy = start_proxy(&config, dir.path()).await;
+
+    let started = std::time::Instant::now();
+    let response = reqwest::get(format!("{}/collections", proxy.rest_url()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["status"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer within 300ms"),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "the timeout bounded the wait"
+    );
+
+    let client = Qdrant::from_url(&proxy.grpc_url()).build().unwrap();
+    let err = client.collection_info("any").await.unwrap_err();
+    let qdrant_client::QdrantError::ResponseError { status } = err else {
+        panic!("a gRPC status, got {err:?}")
+    };
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+    assert!(
+        status
+            .message()
+            .contains("upstream `silent` did not answer"),
+        "{}",
+        status.message()
+    );
+    let response = reqwest::get(format!("{}/readyz", proxy.admin_url()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    proxy.running.stop().await;
+}
