@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::routing::{Side, WritePolicy};
+use crate::routing::{SecondaryFailure, Side, WritePolicy};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -95,6 +95,7 @@ pub struct RouteConfig {
     pub writes: Option<Spanned<WritePolicy>>,
     #[serde(default)]
     pub primary: Side,
+    pub on_secondary_failure: Option<SecondaryFailure>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -293,15 +294,16 @@ impl Config {
                     ),
                 ));
             }
+            let replay = r.on_secondary_failure.unwrap_or_default() == SecondaryFailure::Replay;
             if let Some(writes) = r
                 .writes
                 .as_ref()
-                .filter(|w| *w.get_ref() == WritePolicy::Dual)
+                .filter(|w| *w.get_ref() == WritePolicy::Dual && replay)
             {
                 return Err((
                     writes.span().start,
                     format!(
-                        "route `{}`: writes = \"dual\" is not built yet; fix: use \"blue_only\" or \"green_only\"",
+                        "route `{}`: writes = \"dual\" needs the replay log, which is not built yet; fix: set on_secondary_failure = \"fail\" (the client gets an error when the secondary fails), or use \"blue_only\" / \"green_only\"",
                         r.collection
                     ),
                 ));
@@ -526,6 +528,11 @@ blue"#,
                 .replace("writes", "x")
                 .replace("[[routes]]", "[[routes]]\nwrites = \"dual\""),
         );
-        assert!(message.contains("not built yet"), "{message}");
+        assert!(message.contains("needs the replay log"), "{message}");
+        let fail = GOOD.replace(
+            "[[routes]]",
+            "[[routes]]\nwrites = \"dual\"\non_secondary_failure = \"fail\"",
+        );
+        Config::parse(&fail, "c.toml").expect("dual writes with the fail policy");
     }
 }

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Request, Response};
@@ -16,7 +16,8 @@ use tracing::Instrument;
 
 use crate::proxy::{Names, Proxy, Resolved, request_span};
 use crate::routing::Operation;
-use crate::upstream::{Protocol, ProxyBody, UpstreamError, full, stream};
+use crate::upstream::{Protocol, ProxyBody, UpstreamError, full, read_whole, stream};
+use crate::write::{self, DualError};
 
 /// Largest request read to find its collection, as Qdrant accepts large batches.
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
@@ -210,8 +211,8 @@ async fn forward(
     let table = proxy.router.load();
     let (parts, body) = request.into_parts();
     let (body, collection) = if method.names_collection {
-        let message = match Limited::new(body, MAX_MESSAGE).collect().await {
-            Ok(collected) => collected.to_bytes(),
+        let message = match read_whole(body, MAX_MESSAGE).await {
+            Ok(message) => message,
             Err(err) => {
                 return status_response(
                     Code::Internal,
@@ -230,24 +231,27 @@ async fn forward(
         (message, collection)
     } else {
         let resolved = proxy.resolve(&table, None, method.operation);
-        return send(
-            method,
-            &resolved,
-            table.version,
-            Request::from_parts(parts, stream(body)),
-        )
-        .await;
+        let request = Request::from_parts(parts, stream(body));
+        return send(method, &resolved, table.version, request, None).await;
     };
     let resolved = proxy.resolve(&table, collection.as_deref(), method.operation);
+    let cannot_rename = || {
+        status_response(
+            Code::InvalidArgument,
+            "cutover could not rewrite the collection name in this request",
+        )
+    };
+    let secondary = match &resolved.secondary {
+        Some(secondary) => match rename(&body, &secondary.collection) {
+            Some(copy) => Some(crate::write::copy_request(&parts, copy)),
+            None => return cannot_rename(),
+        },
+        None => None,
+    };
     let body = match &resolved.names.physical {
         Some(physical) => match rename(&body, physical) {
             Some(renamed) => renamed,
-            None => {
-                return status_response(
-                    Code::InvalidArgument,
-                    "cutover could not rewrite the collection name in this request",
-                );
-            }
+            None => return cannot_rename(),
         },
         None => body,
     };
@@ -256,37 +260,55 @@ async fn forward(
         &resolved,
         table.version,
         Request::from_parts(parts, full(body)),
+        secondary,
     )
     .await
 }
 
+/// Sends a request (and, for a dual write, its secondary copy) and answers
+/// the primary's response, marked, with names rewritten back.
 async fn send(
     method: Method,
     resolved: &Resolved,
     version: u64,
     request: Request<ProxyBody>,
+    secondary: Option<Request<ProxyBody>>,
 ) -> Response<ProxyBody> {
     resolved.record_in_span();
     let route = resolved.route_label().to_owned();
-    let (response, latency) = match resolved.upstream.send(Protocol::Grpc, request).await {
-        Ok(answer) => answer,
-        Err(err) => {
-            let code = match err {
-                UpstreamError::Timeout { .. } => Code::DeadlineExceeded,
-                UpstreamError::Unreachable { .. } => Code::Unavailable,
-            };
-            tracing::warn!(%err, "upstream failed");
-            crate::metrics::request(
-                "grpc",
-                method.label,
-                &route,
-                resolved.side,
-                "upstream_unavailable",
-            );
-            return status_response(code, &err.to_string());
-        }
+    let failed = |outcome: &'static str, code: Code, message: String| {
+        tracing::warn!(%message, "request failed");
+        crate::metrics::request("grpc", method.label, &route, resolved.side, outcome);
+        status_response(code, &message)
     };
-    crate::metrics::upstream_latency("grpc", resolved.side, latency);
+    let unavailable = |err: UpstreamError| {
+        let code = match err {
+            UpstreamError::Timeout { .. } => Code::DeadlineExceeded,
+            UpstreamError::Unreachable { .. } => Code::Unavailable,
+        };
+        failed("upstream_unavailable", code, err.to_string())
+    };
+    let response = match (&resolved.secondary, secondary) {
+        (Some(second), Some(copy)) => {
+            let primary = (
+                resolved.side.expect("a dual write is routed"),
+                &*resolved.upstream,
+                request,
+            );
+            match write::dual(Protocol::Grpc, &route, primary, (second, copy)).await {
+                Ok(response) => response,
+                Err(DualError::Primary(err)) => return unavailable(err),
+                Err(err) => return failed("secondary_failed", Code::Unavailable, err.to_string()),
+            }
+        }
+        _ => match resolved.upstream.send(Protocol::Grpc, request).await {
+            Ok((response, latency)) => {
+                crate::metrics::upstream_latency("grpc", resolved.side, latency);
+                response.map(stream)
+            }
+            Err(err) => return unavailable(err),
+        },
+    };
     let (mut parts, body) = response.into_parts();
     resolved.mark(&mut parts.headers, version);
     // A trailers-only answer carries its status in the headers.
@@ -299,7 +321,7 @@ async fn send(
             resolved.side,
             outcome(&parts.headers),
         );
-        return Response::from_parts(parts, stream(body));
+        return Response::from_parts(parts, body);
     }
     let side = resolved.side;
     let names = resolved.names.clone();
@@ -312,7 +334,6 @@ async fn send(
             }
             Err(frame) => frame,
         })
-        .map_err(Into::into)
         .boxed_unsync();
     Response::from_parts(parts, body)
 }

@@ -12,3 +12,4 @@ pub mod routing;
 pub mod serve;
 pub mod server;
 pub mod upstream;
+pub mod write;

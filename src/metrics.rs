@@ -86,3 +86,16 @@ pub fn upstream_up(upstream: &str, up: bool) {
         0.0
     });
 }
+
+/// One side of a dual write and how it ended: `ok`, `error` (the side
+/// refused it) or `unreachable`.
+pub fn dual_write(protocol: &'static str, route: &str, side: Side, outcome: &'static str) {
+    counter!(
+        "cutover_dual_writes_total",
+        "protocol" => protocol,
+        "route" => route.to_owned(),
+        "side" => side.as_str(),
+        "outcome" => outcome,
+    )
+    .increment(1);
+}

@@ -27,6 +27,15 @@ pub struct Resolved {
     /// The side, when routed.
     pub side: Option<Side>,
     pub names: Names,
+    /// The other side of a dual write.
+    pub secondary: Option<Secondary>,
+}
+
+/// The secondary side of a dual write: where it goes and what its collection is called.
+pub struct Secondary {
+    pub side: Side,
+    pub upstream: Arc<Upstream>,
+    pub collection: String,
 }
 
 /// A routed request's logical collection and its name on the chosen side.
@@ -59,6 +68,7 @@ impl Proxy {
                 upstream: self.default.clone(),
                 side: None,
                 names: Names::default(),
+                secondary: None,
             };
         };
         let side = route.side_for(operation);
@@ -71,6 +81,14 @@ impl Proxy {
                 "collection change on a routed name goes to the primary only"
             );
         }
+        let secondary = route.secondary_for(operation).map(|side| {
+            let target = route.target(side);
+            Secondary {
+                side,
+                upstream: self.upstreams[&target.upstream].clone(),
+                collection: target.collection.clone(),
+            }
+        });
         Resolved {
             upstream: self.upstreams[&target.upstream].clone(),
             side: Some(side),
@@ -78,6 +96,7 @@ impl Proxy {
                 route: Some(route.collection.clone()),
                 physical: Some(target.collection.clone()),
             },
+            secondary,
         }
     }
 }

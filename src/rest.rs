@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
@@ -13,7 +12,8 @@ use tracing::Instrument;
 
 use crate::proxy::{Proxy, Resolved, request_span};
 use crate::routing::Operation;
-use crate::upstream::{Protocol, ProxyBody, UpstreamError, full, stream};
+use crate::upstream::{Protocol, ProxyBody, UpstreamError, full, read_whole, stream};
+use crate::write::{self, DualError};
 
 /// A path segment keeps RFC 3986's unreserved characters as they are.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -21,6 +21,9 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'.')
     .remove(b'~');
+
+/// A dual write's body is read whole to send it twice; Qdrant's own limit is 32 MiB.
+const MAX_WRITE_BODY: usize = 64 * 1024 * 1024;
 
 /// Error bodies are read to rewrite the collection name; larger ones pass as they are.
 const MAX_ERROR_BODY: usize = 1024 * 1024;
@@ -95,25 +98,73 @@ async fn forward(
     resolved.record_in_span();
 
     let (mut parts, body) = request.into_parts();
-    if let Some(physical) = &resolved.names.physical {
-        parts.uri = renamed_uri(&parts.uri, physical);
-    }
     let label = classified.label;
     let route = resolved.route_label().to_owned();
-    let request = Request::from_parts(parts, stream(body));
-    let (response, latency) = match resolved.upstream.send(Protocol::Rest, request).await {
-        Ok(answer) => answer,
-        Err(err) => {
-            tracing::warn!(%err, "upstream failed");
-            crate::metrics::request("rest", label, &route, resolved.side, "upstream_unavailable");
-            let status = match err {
-                UpstreamError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-                UpstreamError::Unreachable { .. } => StatusCode::BAD_GATEWAY,
+    let failed = |outcome: &'static str, status: StatusCode, message: String| {
+        tracing::warn!(%message, "request failed");
+        crate::metrics::request("rest", label, &route, resolved.side, outcome);
+        error_response(status, &message)
+    };
+    let unavailable = |err: UpstreamError| {
+        let status = match err {
+            UpstreamError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamError::Unreachable { .. } => StatusCode::BAD_GATEWAY,
+        };
+        failed("upstream_unavailable", status, err.to_string())
+    };
+    let response = match &resolved.secondary {
+        // A dual write is sent twice: its body is read once, whole.
+        Some(secondary) => {
+            let body = match read_whole(body, MAX_WRITE_BODY).await {
+                Ok(body) => body,
+                Err(err) => {
+                    return failed(
+                        "bad_request",
+                        StatusCode::BAD_REQUEST,
+                        format!("cutover could not read the request: {err}"),
+                    );
+                }
             };
-            return error_response(status, &err.to_string());
+            let mut copy = write::copy_request(&parts, body.clone());
+            *copy.uri_mut() = renamed_uri(&parts.uri, &secondary.collection);
+            parts.uri = renamed_uri(
+                &parts.uri,
+                resolved
+                    .names
+                    .physical
+                    .as_deref()
+                    .expect("a dual write is routed"),
+            );
+            let primary = (
+                resolved.side.expect("a dual write is routed"),
+                &*resolved.upstream,
+                Request::from_parts(parts, full(body)),
+            );
+            match write::dual(Protocol::Rest, &route, primary, (secondary, copy)).await {
+                Ok(response) => response,
+                Err(DualError::Primary(err)) => return unavailable(err),
+                Err(err) => {
+                    return failed("secondary_failed", StatusCode::BAD_GATEWAY, err.to_string());
+                }
+            }
+        }
+        None => {
+            if let Some(physical) = &resolved.names.physical {
+                parts.uri = renamed_uri(&parts.uri, physical);
+            }
+            match resolved
+                .upstream
+                .send(Protocol::Rest, Request::from_parts(parts, stream(body)))
+                .await
+            {
+                Ok((response, latency)) => {
+                    crate::metrics::upstream_latency("rest", resolved.side, latency);
+                    response.map(stream)
+                }
+                Err(err) => return unavailable(err),
+            }
         }
     };
-    crate::metrics::upstream_latency("rest", resolved.side, latency);
     let outcome = if response.status().is_success() {
         "ok"
     } else {
@@ -125,7 +176,7 @@ async fn forward(
     if resolved.names.physical.is_some() && !parts.status.is_success() {
         return rewrite_error_body(parts, body, &resolved).await;
     }
-    Response::from_parts(parts, stream(body))
+    Response::from_parts(parts, body)
 }
 
 /// `/collections/{logical}/rest?query` becomes `/collections/{physical}/rest?query`.
@@ -146,11 +197,11 @@ pub fn renamed_uri(uri: &Uri, physical: &str) -> Uri {
 
 async fn rewrite_error_body(
     mut parts: hyper::http::response::Parts,
-    body: Incoming,
+    body: ProxyBody,
     resolved: &Resolved,
 ) -> Response<ProxyBody> {
-    let bytes = match Limited::new(body, MAX_ERROR_BODY).collect().await {
-        Ok(collected) => collected.to_bytes(),
+    let bytes = match read_whole(body, MAX_ERROR_BODY).await {
+        Ok(bytes) => bytes,
         Err(err) => {
             return error_response(
                 StatusCode::BAD_GATEWAY,

@@ -27,6 +27,13 @@ impl Side {
             Side::Green => "green",
         }
     }
+
+    pub fn other(self) -> Side {
+        match self {
+            Side::Blue => Side::Green,
+            Side::Green => Side::Blue,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -36,6 +43,17 @@ pub enum WritePolicy {
     BlueOnly,
     Dual,
     GreenOnly,
+}
+
+/// What happens when the secondary side of a dual write fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecondaryFailure {
+    /// Log the write durably and apply it later, in order (not built yet).
+    #[default]
+    Replay,
+    /// The client gets an error naming the side.
+    Fail,
 }
 
 /// An upstream and a collection on it.
@@ -60,6 +78,7 @@ pub struct Route {
     pub green: Target,
     #[serde(flatten)]
     pub policy: Policy,
+    pub on_secondary_failure: SecondaryFailure,
 }
 
 /// What a request does, as far as routing cares.
@@ -79,7 +98,13 @@ impl Route {
         }
     }
 
-    /// The side one request goes to under this route's policy.
+    /// The other side of a dual write, when this operation is one.
+    pub fn secondary_for(&self, operation: Operation) -> Option<Side> {
+        (operation == Operation::Write && self.policy.writes == WritePolicy::Dual)
+            .then(|| self.policy.primary.other())
+    }
+
+    /// The side one request goes to (for a dual write, its primary).
     pub fn side_for(&self, operation: Operation) -> Side {
         match operation {
             Operation::Read | Operation::CollectionAdmin => self.policy.primary,
@@ -121,6 +146,7 @@ impl RoutingTable {
                         primary: r.primary,
                         writes: r.writes.as_ref().map(|w| *w.get_ref()).unwrap_or_default(),
                     },
+                    on_secondary_failure: r.on_secondary_failure.unwrap_or_default(),
                 };
                 (r.collection.clone(), Arc::new(route))
             })
@@ -191,16 +217,18 @@ impl Router {
         collection: &str,
         change: PolicyChange,
     ) -> Result<Arc<RoutingTable>, ChangeError> {
-        if change.writes == Some(WritePolicy::Dual) {
-            return Err(ChangeError::Refused(
-                "writes = dual is not built yet; use blue_only or green_only".into(),
-            ));
-        }
         self.update(|table| {
             let route = table
                 .routes
                 .get_mut(collection)
                 .ok_or_else(|| ChangeError::UnknownRoute(collection.to_owned()))?;
+            if change.writes == Some(WritePolicy::Dual)
+                && route.on_secondary_failure == SecondaryFailure::Replay
+            {
+                return Err(ChangeError::Refused(format!(
+                    "route `{collection}`: dual writes need on_secondary_failure = \"fail\" in the config until the replay log is built"
+                )));
+            }
             let mut new = (**route).clone();
             new.policy.primary = change.primary.unwrap_or(new.policy.primary);
             new.policy.writes = change.writes.unwrap_or(new.policy.writes);

@@ -403,7 +403,7 @@ async fn admin_needs_its_token_and_is_not_on_the_public_listeners() {
     assert_eq!(
         status,
         StatusCode::BAD_REQUEST,
-        "dual writes are not built yet"
+        "dual writes under the default replay policy need the replay log"
     );
     let (_, body) = s.admin(reqwest::Method::GET, "/routes", None).await;
     assert_eq!(body["version"], 1);
