@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 
-use processes::Server;
+use processes::{Endpoint, Server};
 use report::{Report, TargetResult};
 use workload::{Client, LoadModel, Mix, Protocol, Run, Shape};
 
@@ -75,6 +75,10 @@ struct Args {
     /// Also measure nginx and Envoy as plain passthrough proxies.
     #[arg(long)]
     peers: bool,
+    /// Also measure dual writes: a second upstream as green, cutover writing
+    /// to both (compare with `direct` and `direct green`, each side alone).
+    #[arg(long)]
+    dual: bool,
     /// Pin every process (upstream, proxies, this one) to this CPU, so that
     /// cross-CPU wake-ups do not blur the tails. Without it, read medians.
     #[arg(long)]
@@ -102,52 +106,84 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
 
     // The upstream: embedded in its own process, or the one given.
-    let embedded;
-    let (upstream_grpc, upstream_rest) = match (&args.upstream_grpc, &args.upstream_rest) {
-        (Some(grpc), Some(rest)) => (grpc.clone(), rest.clone()),
+    let (args_bin, pin_cpu) = (args.cutover_bin.clone(), args.pin_cpu);
+    let start_embedded = |label: &str| -> anyhow::Result<(Server, Endpoint)> {
+        let data = dir.path().join(label).display().to_string();
+        let command = [
+            "embedded",
+            "--grpc",
+            "127.0.0.1:0",
+            "--rest",
+            "127.0.0.1:0",
+            "--data",
+            &data,
+        ];
+        let server = Server::start(&args_bin, &command, pin_cpu)
+            .with_context(|| format!("starting the {label} upstream"))?;
+        let endpoint = Endpoint {
+            grpc: server.address("gRPC")?,
+            rest: server.address("REST")?,
+        };
+        Ok((server, endpoint))
+    };
+    let mut servers = Vec::new();
+    let blue = match (&args.upstream_grpc, &args.upstream_rest) {
+        (Some(grpc), Some(rest)) => Endpoint {
+            grpc: grpc.clone(),
+            rest: rest.clone(),
+        },
         _ => {
-            let data = dir.path().join("upstream");
-            embedded = Server::start(
-                &args.cutover_bin,
-                &[
-                    "embedded",
-                    "--grpc",
-                    "127.0.0.1:0",
-                    "--rest",
-                    "127.0.0.1:0",
-                    "--data",
-                    &data.display().to_string(),
-                ],
-                args.pin_cpu,
-            )
-            .context("starting the embedded upstream")?;
-            (embedded.address("gRPC")?, embedded.address("REST")?)
+            let (server, endpoint) = start_embedded("blue")?;
+            servers.push(server);
+            endpoint
         }
     };
-    let config = processes::passthrough_config(dir.path(), &upstream_rest, &upstream_grpc)?;
-    let cutover = Server::start(
-        &args.cutover_bin,
-        &["serve", "--config", &config.display().to_string()],
-        args.pin_cpu,
-    )
-    .context("starting cutover")?;
+    let start_cutover = |name: &str, green: Option<(&Endpoint, &str)>| -> anyhow::Result<Server> {
+        let config = processes::cutover_config(dir.path(), name, &blue, green)?;
+        Server::start(
+            &args_bin,
+            &["serve", "--config", &config.display().to_string()],
+            pin_cpu,
+        )
+        .with_context(|| format!("starting cutover ({name})"))
+    };
+    let passthrough = start_cutover("passthrough", None)?;
     let mut targets = vec![
-        (
-            "direct".to_owned(),
-            upstream_grpc.clone(),
-            upstream_rest.clone(),
-        ),
+        ("direct".to_owned(), blue.grpc.clone(), blue.rest.clone()),
         (
             "cutover passthrough".to_owned(),
-            cutover.address("gRPC")?,
-            cutover.address("REST")?,
+            passthrough.address("gRPC")?,
+            passthrough.address("REST")?,
         ),
     ];
+    servers.push(passthrough);
+    // Dual writes: a second upstream as green, and cutover writing to both.
+    let mut green = None;
+    if args.dual {
+        let (server, endpoint) = start_embedded("green")?;
+        servers.push(server);
+        let dual = start_cutover("dual", Some((&endpoint, "loadtest")))?;
+        targets.insert(
+            1,
+            (
+                "direct green".to_owned(),
+                endpoint.grpc.clone(),
+                endpoint.rest.clone(),
+            ),
+        );
+        targets.push((
+            "cutover dual".to_owned(),
+            dual.address("gRPC")?,
+            dual.address("REST")?,
+        ));
+        servers.push(dual);
+        green = Some(endpoint);
+    }
     let mut peer_processes = Vec::new();
     if args.peers {
         let ports = peers::UpstreamPorts {
-            grpc: port_of(&upstream_grpc)?,
-            rest: port_of(&upstream_rest)?,
+            grpc: port_of(&blue.grpc)?,
+            rest: port_of(&blue.rest)?,
         };
         for peer in [
             peers::nginx(dir.path(), &ports, args.pin_cpu)?,
@@ -178,10 +214,12 @@ async fn main() -> anyhow::Result<()> {
         "seeding {} points of {} dimensions",
         shape.points, shape.dim
     );
-    let Client::Grpc(seeder) = Client::new(Protocol::Grpc, &upstream_grpc)? else {
-        unreachable!("a gRPC client")
-    };
-    workload::seed(&seeder, &shape).await?;
+    for endpoint in std::iter::once(&blue).chain(green.as_ref()) {
+        let Client::Grpc(seeder) = Client::new(Protocol::Grpc, &endpoint.grpc)? else {
+            unreachable!("a gRPC client")
+        };
+        workload::seed(&seeder, &shape).await?;
+    }
     let queries = Arc::new(workload::vectors(256, shape.dim, 2));
     let mix = Arc::new(args.mix.clone());
     let model = match args.rate {
@@ -277,7 +315,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     drop(peer_processes);
-    drop(cutover);
+    drop(servers);
     Ok(())
 }
 

@@ -91,16 +91,25 @@ pub fn pin_self(cpu: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// cutover's config for a passthrough run: one upstream, no routes.
-pub fn passthrough_config(
+/// A Qdrant endpoint's two URLs.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub grpc: String,
+    pub rest: String,
+}
+
+/// cutover's config: `blue` the default upstream; with `green`, a route for
+/// `collection` writing to both (`writes = "dual"`, errors named on failure).
+pub fn cutover_config(
     dir: &Path,
-    upstream_rest: &str,
-    upstream_grpc: &str,
+    name: &str,
+    blue: &Endpoint,
+    green: Option<(&Endpoint, &str)>,
 ) -> anyhow::Result<PathBuf> {
-    let path = dir.join("cutover.toml");
-    let text = format!(
+    let path = dir.join(format!("{name}.toml"));
+    let mut text = format!(
         r#"state_file = "{state}"
-default_upstream = "upstream"
+default_upstream = "blue"
 
 [listen]
 rest = "127.0.0.1:0"
@@ -108,12 +117,31 @@ grpc = "127.0.0.1:0"
 admin = "127.0.0.1:0"
 allow_unauthenticated_admin = true
 
-[upstreams.upstream]
-rest = "{upstream_rest}"
-grpc = "{upstream_grpc}"
+[upstreams.blue]
+rest = "{}"
+grpc = "{}"
 "#,
-        state = dir.join("state.json").display()
+        blue.rest,
+        blue.grpc,
+        state = dir.join(format!("{name}-state.json")).display()
     );
+    if let Some((green, collection)) = green {
+        text.push_str(&format!(
+            r#"
+[upstreams.green]
+rest = "{}"
+grpc = "{}"
+
+[[routes]]
+collection = "{collection}"
+blue = {{ upstream = "blue", collection = "{collection}" }}
+green = {{ upstream = "green", collection = "{collection}" }}
+writes = "dual"
+on_secondary_failure = "fail"
+"#,
+            green.rest, green.grpc
+        ));
+    }
     std::fs::write(&path, text)?;
     Ok(path)
 }
