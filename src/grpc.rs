@@ -209,7 +209,7 @@ async fn forward(
     request: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let table = proxy.router.load();
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let (body, collection) = if method.names_collection {
         let message = match read_whole(body, MAX_MESSAGE).await {
             Ok(message) => message,
@@ -241,6 +241,10 @@ async fn forward(
             "cutover could not rewrite the collection name in this request",
         )
     };
+    if resolved.names.physical.is_some() {
+        // The body is rewritten: its length is the new body's, not the old header's.
+        parts.headers.remove(hyper::header::CONTENT_LENGTH);
+    }
     let secondary = match &resolved.secondary {
         Some(secondary) => match rename(&body, &secondary.collection) {
             Some(copy) => Some(crate::write::copy_request(&parts, copy)),
@@ -284,7 +288,9 @@ async fn send(
     let unavailable = |err: UpstreamError| {
         let code = match err {
             UpstreamError::Timeout { .. } => Code::DeadlineExceeded,
-            UpstreamError::Unreachable { .. } => Code::Unavailable,
+            UpstreamError::Unreachable { .. } | UpstreamError::BrokenAnswer { .. } => {
+                Code::Unavailable
+            }
         };
         failed("upstream_unavailable", code, err.to_string())
     };

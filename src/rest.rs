@@ -108,7 +108,9 @@ async fn forward(
     let unavailable = |err: UpstreamError| {
         let status = match err {
             UpstreamError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            UpstreamError::Unreachable { .. } => StatusCode::BAD_GATEWAY,
+            UpstreamError::Unreachable { .. } | UpstreamError::BrokenAnswer { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
         };
         failed("upstream_unavailable", status, err.to_string())
     };

@@ -78,6 +78,8 @@ pub enum UpstreamError {
         upstream: String,
         source: hyper_util::client::legacy::Error,
     },
+    #[error("upstream `{upstream}` broke off its answer: {message}")]
+    BrokenAnswer { upstream: String, message: String },
 }
 
 /// An error and its causes, `: `-joined: hyper's own message alone

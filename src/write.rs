@@ -101,14 +101,15 @@ async fn answer(
 ) -> Result<(Answer, Duration), UpstreamError> {
     let (response, latency) = upstream.send(protocol, request).await?;
     let (parts, body) = response.into_parts();
-    let (body, trailers) = match Limited::new(body, MAX_ANSWER).collect().await {
-        Ok(collected) => {
-            let trailers = collected.trailers().cloned();
-            (collected.to_bytes(), trailers)
-        }
-        // The side broke off mid-answer: as good as unreachable for this write.
-        Err(_) => (Bytes::new(), None),
-    };
+    let collected = Limited::new(body, MAX_ANSWER)
+        .collect()
+        .await
+        .map_err(|err| UpstreamError::BrokenAnswer {
+            upstream: upstream.name.clone(),
+            message: err.to_string(),
+        })?;
+    let trailers = collected.trailers().cloned();
+    let body = collected.to_bytes();
     Ok((
         Answer {
             response: Response::from_parts(parts, ()),
