@@ -285,11 +285,23 @@ impl Router {
     }
 }
 
+/// Puts kept policies (from the state file, or live ones across a reload)
+/// on the routes that still exist, unless the config no longer allows them.
 fn apply_policies(table: &mut RoutingTable, policies: &BTreeMap<String, Policy>) {
     for (name, policy) in policies {
         if let Some(route) = table.routes.get_mut(name) {
             let mut new = (**route).clone();
-            new.policy = *policy;
+            new.policy.primary = policy.primary;
+            if policy.writes == WritePolicy::Dual
+                && new.on_secondary_failure == SecondaryFailure::Replay
+            {
+                tracing::warn!(
+                    route = %name,
+                    "kept policy says dual writes, but the config's on_secondary_failure no longer allows them; writes follow the config"
+                );
+            } else {
+                new.policy.writes = policy.writes;
+            }
             *route = Arc::new(new);
         }
     }
@@ -333,4 +345,81 @@ fn write_state(path: &Path, table: &RoutingTable) -> Result<(), ChangeError> {
         path: path.display().to_string(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path, route_extra: &str) -> Config {
+        let text = format!(
+            r#"
+state_file = "{}"
+default_upstream = "blue"
+[listen]
+rest = "127.0.0.1:0"
+grpc = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+allow_unauthenticated_admin = true
+[upstreams.blue]
+embedded = "./b"
+[upstreams.green]
+embedded = "./g"
+[[routes]]
+collection = "docs"
+blue = {{ upstream = "blue", collection = "docs" }}
+green = {{ upstream = "green", collection = "docs_v2" }}
+{route_extra}
+"#,
+            dir.join("state.json").display()
+        );
+        Config::parse(&text, "test.toml").unwrap()
+    }
+
+    #[test]
+    fn a_restart_keeps_the_state_files_policy_and_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let router = Router::new(&config(dir.path(), "")).unwrap();
+        assert_eq!(router.load().version, 1);
+        let change = PolicyChange {
+            primary: Some(Side::Green),
+            writes: Some(WritePolicy::GreenOnly),
+        };
+        router.change("docs", change).unwrap();
+        let again = Router::new(&config(dir.path(), "")).unwrap();
+        let table = again.load();
+        assert_eq!(table.version, 2);
+        assert_eq!(
+            table.get("docs").unwrap().policy,
+            Policy {
+                primary: Side::Green,
+                writes: WritePolicy::GreenOnly
+            }
+        );
+    }
+
+    #[test]
+    fn kept_dual_writes_need_the_config_to_still_allow_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let router = Router::new(&config(dir.path(), "on_secondary_failure = \"fail\"")).unwrap();
+        let dual = PolicyChange {
+            primary: None,
+            writes: Some(WritePolicy::Dual),
+        };
+        router.change("docs", dual).unwrap();
+        assert_eq!(
+            router.load().get("docs").unwrap().policy.writes,
+            WritePolicy::Dual
+        );
+        // The config now leaves on_secondary_failure at its default (replay, not built).
+        let again = Router::new(&config(dir.path(), "")).unwrap();
+        assert_eq!(
+            again.load().get("docs").unwrap().policy.writes,
+            WritePolicy::BlueOnly
+        );
+        assert!(matches!(
+            again.change("docs", dual),
+            Err(ChangeError::Refused(_))
+        ));
+    }
 }
