@@ -96,6 +96,8 @@ pub struct RouteConfig {
     #[serde(default)]
     pub primary: Side,
     pub on_secondary_failure: Option<SecondaryFailure>,
+    /// `wait` on the secondary of a dual write; unset, as the client asked.
+    pub secondary_wait: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

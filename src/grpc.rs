@@ -247,7 +247,13 @@ async fn forward(
     }
     let secondary = match &resolved.secondary {
         Some(secondary) => match rename(&body, &secondary.collection) {
-            Some(copy) => Some(crate::write::copy_request(&parts, copy)),
+            Some(copy) => {
+                let copy = match secondary.wait {
+                    Some(wait) => with_wait(&copy, wait).unwrap_or(copy),
+                    None => copy,
+                };
+                Some(crate::write::copy_request(&parts, copy))
+            }
             None => return cannot_rename(),
         },
         None => None,
@@ -491,6 +497,18 @@ pub fn rename(body: &[u8], name: &str) -> Option<Bytes> {
     Some(out.freeze())
 }
 
+/// The same write with `wait` (field 2 of every Points write request) set:
+/// a field given again is taken last-wins, so it is appended.
+pub fn with_wait(body: &[u8], wait: bool) -> Option<Bytes> {
+    let msg = message(body)?;
+    let mut out = BytesMut::with_capacity(body.len() + 2);
+    out.put_u8(0);
+    out.put_u32(u32::try_from(msg.len() + 2).ok()?);
+    out.put_slice(msg);
+    out.put_slice(&[0x10, u8::from(wait)]); // field 2, varint
+    Some(out.freeze())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -528,6 +546,33 @@ mod tests {
             },
             search
         );
+    }
+
+    #[test]
+    fn sets_wait_on_a_write() {
+        let upsert = UpsertPoints {
+            collection_name: "docs".into(),
+            wait: Some(true),
+            ..Default::default()
+        };
+        let framed = with_wait(&frame(&upsert), false).unwrap();
+        let decoded = UpsertPoints::decode(&framed[5..]).unwrap();
+        assert_eq!(
+            decoded,
+            UpsertPoints {
+                wait: Some(false),
+                ..upsert.clone()
+            }
+        );
+        let framed = with_wait(
+            &frame(&UpsertPoints {
+                wait: None,
+                ..upsert
+            }),
+            true,
+        )
+        .unwrap();
+        assert_eq!(UpsertPoints::decode(&framed[5..]).unwrap().wait, Some(true));
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub struct Secondary {
     pub side: Side,
     pub upstream: Arc<Upstream>,
     pub collection: String,
+    /// `wait` to set on the secondary's copy; `None` leaves the client's.
+    pub wait: Option<bool>,
 }
 
 /// A routed request's logical collection and its name on the chosen side.
@@ -87,6 +89,7 @@ impl Proxy {
                 side,
                 upstream: self.upstreams[&target.upstream].clone(),
                 collection: target.collection.clone(),
+                wait: route.secondary_wait,
             }
         });
         Resolved {

@@ -128,7 +128,11 @@ async fn forward(
                 }
             };
             let mut copy = write::copy_request(&parts, body.clone());
-            *copy.uri_mut() = renamed_uri(&parts.uri, &secondary.collection);
+            let uri = renamed_uri(&parts.uri, &secondary.collection);
+            *copy.uri_mut() = match secondary.wait {
+                Some(wait) => with_wait(&uri, wait),
+                None => uri,
+            };
             parts.uri = renamed_uri(
                 &parts.uri,
                 resolved
@@ -197,6 +201,21 @@ pub fn renamed_uri(uri: &Uri, physical: &str) -> Uri {
         .expect("a path built from a valid one")
 }
 
+/// The same URI with the `wait` query parameter set.
+pub fn with_wait(uri: &Uri, wait: bool) -> Uri {
+    let mut query: Vec<&str> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|pair| !pair.is_empty() && pair.split('=').next() != Some("wait"))
+        .collect();
+    let wait = format!("wait={wait}");
+    query.push(&wait);
+    format!("{}?{}", uri.path(), query.join("&"))
+        .parse()
+        .expect("a URI built from a valid one")
+}
+
 async fn rewrite_error_body(
     mut parts: hyper::http::response::Parts,
     body: ProxyBody,
@@ -259,6 +278,22 @@ mod tests {
             None
         );
         assert_eq!(classify(&Method::GET, "/collections").collection, None);
+    }
+
+    #[test]
+    fn sets_wait_in_the_query() {
+        let uri: Uri = "/collections/docs/points?wait=true&ordering=weak"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            with_wait(&uri, false).to_string(),
+            "/collections/docs/points?ordering=weak&wait=false"
+        );
+        let uri: Uri = "/collections/docs/points".parse().unwrap();
+        assert_eq!(
+            with_wait(&uri, true).to_string(),
+            "/collections/docs/points?wait=true"
+        );
     }
 
     #[test]

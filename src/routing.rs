@@ -79,6 +79,8 @@ pub struct Route {
     #[serde(flatten)]
     pub policy: Policy,
     pub on_secondary_failure: SecondaryFailure,
+    /// `wait` on the secondary of a dual write; `None`: as the client asked.
+    pub secondary_wait: Option<bool>,
 }
 
 /// What a request does, as far as routing cares.
@@ -147,6 +149,7 @@ impl RoutingTable {
                         writes: r.writes.as_ref().map(|w| *w.get_ref()).unwrap_or_default(),
                     },
                     on_secondary_failure: r.on_secondary_failure.unwrap_or_default(),
+                    secondary_wait: r.secondary_wait,
                 };
                 (r.collection.clone(), Arc::new(route))
             })

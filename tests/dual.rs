@@ -16,6 +16,9 @@ blue = { upstream = "blue", collection = "docs" }
 green = { upstream = "green", collection = "docs_v2" }
 writes = "dual"
 on_secondary_failure = "fail"
+# Green's copies go with wait=false: the embedded upstream applies them before
+# answering all the same, so the comparison below is not racy.
+secondary_wait = false
 "#;
 
 /// Every point of a collection, straight from its upstream, in id order.
