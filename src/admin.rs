@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -17,7 +16,7 @@ use serde_json::{Value, json};
 use crate::config::Config;
 use crate::proxy::Proxy;
 use crate::routing::{ChangeError, PolicyChange, RoutingTable};
-use crate::upstream::{ProxyBody, full};
+use crate::upstream::{ProxyBody, full, read_whole};
 
 pub struct Admin {
     pub proxy: Arc<Proxy>,
@@ -67,11 +66,18 @@ pub async fn handle(admin: Arc<Admin>, request: Request<Incoming>) -> Response<P
                 crate::metrics::admin_unauthorized();
                 return error(StatusCode::UNAUTHORIZED, refusal);
             }
-            let body = match Limited::new(request.into_body(), 64 * 1024).collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(err) => return error(StatusCode::BAD_REQUEST, &err.to_string()),
+            let body = match read_whole(request.into_body(), 64 * 1024).await {
+                Ok(body) => body,
+                Err(err) => return error(StatusCode::BAD_REQUEST, &err),
             };
-            routes_api(&admin, &method, &segments, body)
+            // Changes write the state file (fsync): off the async workers.
+            let segments: Vec<String> = segments.iter().map(|s| s.to_string()).collect();
+            tokio::task::spawn_blocking(move || {
+                let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+                routes_api(&admin, &method, &segments, body)
+            })
+            .await
+            .unwrap_or_else(|err| error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()))
         }
     }
 }
@@ -85,16 +91,19 @@ fn routes_api(
     let router = &admin.proxy.router;
     match (method, segments) {
         (&Method::GET, ["routes"]) => json_response(StatusCode::OK, &table_json(&router.load())),
-        (&Method::GET, ["routes", name]) => match router.load().get(name) {
-            Some(route) => json_response(
-                StatusCode::OK,
-                &json!({ "version": router.load().version, "route": route }),
-            ),
-            None => error(
-                StatusCode::NOT_FOUND,
-                &format!("no route for collection `{name}`"),
-            ),
-        },
+        (&Method::GET, ["routes", name]) => {
+            let table = router.load();
+            match table.get(name) {
+                Some(route) => json_response(
+                    StatusCode::OK,
+                    &json!({ "version": table.version, "route": route }),
+                ),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    &format!("no route for collection `{name}`"),
+                ),
+            }
+        }
         (&Method::PATCH | &Method::PUT, ["routes", name]) => {
             let change: PolicyChange = match serde_json::from_slice(&body) {
                 Ok(change) => change,
@@ -103,7 +112,7 @@ fn routes_api(
                     return error(
                         StatusCode::BAD_REQUEST,
                         &format!(
-                            "bad route change: {err}; send {{\"primary\": \"blue\"|\"green\", \"writes\": \"blue_only\"|\"green_only\"}}"
+                            "bad route change: {err}; send {{\"primary\": \"blue\"|\"green\", \"writes\": \"blue_only\"|\"dual\"|\"green_only\"}}"
                         ),
                     );
                 }
