@@ -34,16 +34,6 @@ async fn all_points(http: &reqwest::Client, rest_url: &str, collection: &str) ->
     response.json::<Value>().await.unwrap()["result"]["points"].clone()
 }
 
-fn ids(list: &[u64]) -> pb::PointsSelector {
-    pb::PointsSelector {
-        points_selector_one_of: Some(pb::points_selector::PointsSelectorOneOf::Points(
-            pb::PointsIdsList {
-                ids: list.iter().map(|&id| id.into()).collect(),
-            },
-        )),
-    }
-}
-
 fn payload(value: Value) -> std::collections::HashMap<String, pb::Value> {
     qdrant_client::Payload::try_from(value).unwrap().into()
 }
@@ -53,18 +43,8 @@ async fn both_sides_end_up_identical_and_a_failing_secondary_is_named() {
     let blue = start_upstream().await;
     let green = start_upstream().await;
     let http = reqwest::Client::new();
-    for (upstream, name) in [(&blue, "docs"), (&green, "docs_v2")] {
-        let response = http
-            .put(format!(
-                "{}/collections/{name}",
-                upstream.upstream.rest_url()
-            ))
-            .json(&json!({ "vectors": { "size": 4, "distance": "Dot" } }))
-            .send()
-            .await
-            .unwrap();
-        assert!(response.status().is_success());
-    }
+    create_collection(&blue.upstream.rest_url(), "docs", 4, "Dot").await;
+    create_collection(&green.upstream.rest_url(), "docs_v2", 4, "Dot").await;
     let dir = tempfile::tempdir().unwrap();
     let proxy = start_proxy(
         &proxy_config(&blue.upstream, &green.upstream, dir.path(), DUAL_ROUTE),
@@ -98,7 +78,7 @@ async fn both_sides_end_up_identical_and_a_failing_secondary_is_named() {
         collection_name: docs(),
         wait: Some(true),
         payload: payload(json!({ "seen": true })),
-        points_selector: Some(ids(&[1, 2, 3])),
+        points_selector: Some(id_selector(&[1, 2, 3])),
         ..Default::default()
     };
     client.set_payload(set).await.unwrap();
@@ -106,7 +86,7 @@ async fn both_sides_end_up_identical_and_a_failing_secondary_is_named() {
         collection_name: docs(),
         wait: Some(true),
         payload: payload(json!({ "only": 1 })),
-        points_selector: Some(ids(&[4])),
+        points_selector: Some(id_selector(&[4])),
         ..Default::default()
     };
     client.overwrite_payload(overwrite).await.unwrap();
@@ -114,7 +94,7 @@ async fn both_sides_end_up_identical_and_a_failing_secondary_is_named() {
         collection_name: docs(),
         wait: Some(true),
         keys: vec!["tags".into()],
-        points_selector: Some(ids(&[5, 6])),
+        points_selector: Some(id_selector(&[5, 6])),
         ..Default::default()
     };
     client.delete_payload(delete_key).await.unwrap();
@@ -132,7 +112,7 @@ async fn both_sides_end_up_identical_and_a_failing_secondary_is_named() {
         .delete_points(pb::DeletePoints {
             collection_name: docs(),
             wait: Some(true),
-            points: Some(ids(&[10, 11])),
+            points: Some(id_selector(&[10, 11])),
             ..Default::default()
         })
         .await
@@ -150,7 +130,7 @@ async fn both_sides_end_up_identical_and_a_failing_secondary_is_named() {
     let clear = pb::ClearPayloadPoints {
         collection_name: docs(),
         wait: Some(true),
-        points: Some(ids(&[12])),
+        points: Some(id_selector(&[12])),
         ..Default::default()
     };
     client.clear_payload(clear).await.unwrap();

@@ -157,16 +157,6 @@ fn grpc_failure(status: qdrant_client::QdrantError) -> Failure {
     }
 }
 
-fn pb_ids(ids: &[u64]) -> pb::PointsSelector {
-    pb::PointsSelector {
-        points_selector_one_of: Some(pb::points_selector::PointsSelectorOneOf::Points(
-            pb::PointsIdsList {
-                ids: ids.iter().map(|&id| id.into()).collect(),
-            },
-        )),
-    }
-}
-
 fn pb_payload(value: Value) -> qdrant_client::Payload {
     qdrant_client::Payload::try_from(value).expect("a JSON object")
 }
@@ -324,7 +314,7 @@ impl Driver for Grpc {
         let request = pb::DeletePoints {
             collection_name: name.into(),
             wait: Some(true),
-            points: Some(pb_ids(ids)),
+            points: Some(id_selector(ids)),
             ..Default::default()
         };
         self.0
@@ -353,7 +343,7 @@ impl Driver for Grpc {
             collection_name: name.into(),
             wait: Some(true),
             payload: pb_payload(payload).into(),
-            points_selector: Some(pb_ids(ids)),
+            points_selector: Some(id_selector(ids)),
             ..Default::default()
         };
         self.0
@@ -373,7 +363,7 @@ impl Driver for Grpc {
             collection_name: name.into(),
             wait: Some(true),
             payload: pb_payload(payload).into(),
-            points_selector: Some(pb_ids(ids)),
+            points_selector: Some(id_selector(ids)),
             ..Default::default()
         };
         self.0
@@ -393,7 +383,7 @@ impl Driver for Grpc {
             collection_name: name.into(),
             wait: Some(true),
             keys: keys.iter().map(|k| k.to_string()).collect(),
-            points_selector: Some(pb_ids(ids)),
+            points_selector: Some(id_selector(ids)),
             ..Default::default()
         };
         self.0
@@ -407,7 +397,7 @@ impl Driver for Grpc {
         let request = pb::ClearPayloadPoints {
             collection_name: name.into(),
             wait: Some(true),
-            points: Some(pb_ids(ids)),
+            points: Some(id_selector(ids)),
             ..Default::default()
         };
         self.0
@@ -1497,13 +1487,13 @@ async fn grpc_rest_of_subset() {
                 payload: qdrant_client::Payload::try_from(json!({ "x": 1 }))
                     .unwrap()
                     .into(),
-                points_selector: Some(pb_ids(&[2])),
+                points_selector: Some(id_selector(&[2])),
                 ..Default::default()
             })),
         },
         pb::PointsUpdateOperation {
             operation: Some(Operation::DeletePoints(op::DeletePoints {
-                points: Some(pb_ids(&[5])),
+                points: Some(id_selector(&[5])),
                 ..Default::default()
             })),
         },
@@ -1566,7 +1556,7 @@ async fn grpc_rest_of_subset() {
     let delete_vectors = pb::DeletePointVectors {
         collection_name: c(),
         wait: Some(true),
-        points_selector: Some(pb_ids(&[6])),
+        points_selector: Some(id_selector(&[6])),
         vectors: Some(pb::VectorsSelector {
             names: vec![String::new()],
         }),

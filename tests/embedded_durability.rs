@@ -239,13 +239,9 @@ async fn kill_9_loses_no_acknowledged_write() {
         .delete_points(pb::DeletePoints {
             collection_name: "crashy".into(),
             wait: Some(true),
-            points: Some(pb::PointsSelector {
-                points_selector_one_of: Some(pb::points_selector::PointsSelectorOneOf::Points(
-                    pb::PointsIdsList {
-                        ids: points[2400..].iter().map(|p| p.id.into()).collect(),
-                    },
-                )),
-            }),
+            points: Some(id_selector(
+                &points[2400..].iter().map(|p| p.id).collect::<Vec<_>>(),
+            )),
             ..Default::default()
         })
         .await

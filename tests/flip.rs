@@ -33,13 +33,7 @@ async fn a_thousand_flips_under_load_fail_nothing() {
     let http = reqwest::Client::new();
     for (upstream, name, side) in [(&blue, "docs", "blue"), (&green, "docs_v2", "green")] {
         let base = upstream.upstream.rest_url();
-        let response = http
-            .put(format!("{base}/collections/{name}"))
-            .json(&json!({ "vectors": { "size": 2, "distance": "Dot" } }))
-            .send()
-            .await
-            .unwrap();
-        assert!(response.status().is_success());
+        create_collection(&base, name, 2, "Dot").await;
         let marker =
             json!({ "points": [{ "id": 1, "vector": [1.0, 0.0], "payload": { "side": side } }] });
         let response = http

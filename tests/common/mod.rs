@@ -247,3 +247,28 @@ collection = "docs"
 blue = { upstream = "blue", collection = "docs" }
 green = { upstream = "green", collection = "docs_v2" }
 "#;
+
+/// Creates a collection of one unnamed vector straight on an upstream, over REST.
+pub async fn create_collection(rest_url: &str, name: &str, size: usize, distance: &str) {
+    let response = reqwest::Client::new()
+        .put(format!("{rest_url}/collections/{name}"))
+        .json(&json!({ "vectors": { "size": size, "distance": distance } }))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "creating {name}: {}",
+        response.text().await.unwrap()
+    );
+}
+
+/// A gRPC points selector naming these ids.
+pub fn id_selector(ids: &[u64]) -> qdrant_client::qdrant::PointsSelector {
+    use qdrant_client::qdrant::{PointsIdsList, points_selector::PointsSelectorOneOf};
+    qdrant_client::qdrant::PointsSelector {
+        points_selector_one_of: Some(PointsSelectorOneOf::Points(PointsIdsList {
+            ids: ids.iter().map(|&id| id.into()).collect(),
+        })),
+    }
+}
