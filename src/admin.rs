@@ -112,7 +112,7 @@ fn routes_api(
                     return error(
                         StatusCode::BAD_REQUEST,
                         &format!(
-                            "bad route change: {err}; send {{\"primary\": \"blue\"|\"green\", \"writes\": \"blue_only\"|\"dual\"|\"green_only\"}}"
+                            "bad route change: {err}; send {{\"primary\": \"blue\"|\"green\", \"writes\": \"blue_only\"|\"dual\"|\"green_only\", \"green_percent\": 0..100}}"
                         ),
                     );
                 }

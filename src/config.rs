@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::routing::{SecondaryFailure, Side, WritePolicy};
+use crate::routing::{ReadMode, SecondaryFailure, Side, WritePolicy};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -98,6 +98,31 @@ pub struct RouteConfig {
     pub on_secondary_failure: Option<SecondaryFailure>,
     /// `wait` on the secondary of a dual write; unset, as the client asked.
     pub secondary_wait: Option<bool>,
+    /// How searches, queries and recommendations are served.
+    pub reads: Option<Spanned<ReadsConfig>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadsConfig {
+    pub mode: ReadMode,
+    /// The share of reads green serves, in percent.
+    #[serde(default)]
+    pub green_percent: f64,
+    /// `header:NAME`, `body` or `random`.
+    #[serde(default = "default_routing_key")]
+    pub key: String,
+    /// A read green fails is served by blue (counted).
+    #[serde(default = "yes")]
+    pub fallback: bool,
+}
+
+fn default_routing_key() -> String {
+    "random".into()
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -310,6 +335,31 @@ impl Config {
                     ),
                 ));
             }
+        }
+        for route in &self.routes {
+            let Some(reads) = &route.get_ref().reads else {
+                continue;
+            };
+            let (at, r) = (reads.span().start, reads.get_ref());
+            let name = &route.get_ref().collection;
+            if matches!(r.mode, ReadMode::Shadow | ReadMode::Fuse) {
+                return Err((
+                    at,
+                    format!(
+                        "route `{name}`: reads mode {:?} is not built yet; fix: use \"primary\" or \"split\"",
+                        r.mode
+                    ),
+                ));
+            }
+            crate::split::basis_points(r.green_percent).map_err(|e| {
+                (
+                    at,
+                    format!("route `{name}`: {e}; fix: set green_percent between 0 and 100"),
+                )
+            })?;
+            r.key
+                .parse::<crate::split::RoutingKey>()
+                .map_err(|e| (at, format!("route `{name}`: {e}")))?;
         }
         let admin = self.listen.admin.get_ref();
         let has_token =

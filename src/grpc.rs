@@ -40,7 +40,7 @@ const fn m(label: &'static str, operation: Operation, names_collection: bool) ->
     }
 }
 
-use Operation::{CollectionAdmin as Admin, Read, Write};
+use Operation::{CollectionAdmin as Admin, Query, Read, Write};
 
 /// Qdrant's public gRPC methods. Any other path is forwarded too, as
 /// `other`, its field 1 read in case it names a routed collection.
@@ -136,11 +136,14 @@ static METHODS: &[(&str, Method)] = &[
         "/qdrant.Points/DeleteVectorName",
         m("DeleteVectorName", Write, true),
     ),
-    ("/qdrant.Points/Search", m("Search", Read, true)),
-    ("/qdrant.Points/SearchBatch", m("SearchBatch", Read, true)),
-    ("/qdrant.Points/SearchGroups", m("SearchGroups", Read, true)),
+    ("/qdrant.Points/Search", m("Search", Query, true)),
+    ("/qdrant.Points/SearchBatch", m("SearchBatch", Query, true)),
+    (
+        "/qdrant.Points/SearchGroups",
+        m("SearchGroups", Query, true),
+    ),
     ("/qdrant.Points/Scroll", m("Scroll", Read, true)),
-    ("/qdrant.Points/Recommend", m("Recommend", Read, true)),
+    ("/qdrant.Points/Recommend", m("Recommend", Query, true)),
     (
         "/qdrant.Points/RecommendBatch",
         m("RecommendBatch", Read, true),
@@ -149,16 +152,16 @@ static METHODS: &[(&str, Method)] = &[
         "/qdrant.Points/RecommendGroups",
         m("RecommendGroups", Read, true),
     ),
-    ("/qdrant.Points/Discover", m("Discover", Read, true)),
+    ("/qdrant.Points/Discover", m("Discover", Query, true)),
     (
         "/qdrant.Points/DiscoverBatch",
         m("DiscoverBatch", Read, true),
     ),
     ("/qdrant.Points/Count", m("Count", Read, true)),
     ("/qdrant.Points/UpdateBatch", m("UpdateBatch", Write, true)),
-    ("/qdrant.Points/Query", m("Query", Read, true)),
-    ("/qdrant.Points/QueryBatch", m("QueryBatch", Read, true)),
-    ("/qdrant.Points/QueryGroups", m("QueryGroups", Read, true)),
+    ("/qdrant.Points/Query", m("Query", Query, true)),
+    ("/qdrant.Points/QueryBatch", m("QueryBatch", Query, true)),
+    ("/qdrant.Points/QueryGroups", m("QueryGroups", Query, true)),
     ("/qdrant.Points/Facet", m("Facet", Read, true)),
     (
         "/qdrant.Points/SearchMatrixPairs",
@@ -230,11 +233,13 @@ async fn forward(
         let collection = collection_name(&message).map(str::to_owned);
         (message, collection)
     } else {
-        let resolved = proxy.resolve(&table, None, method.operation);
+        let resolved = proxy.resolve(&table, None, method.operation, |_| None);
         let request = Request::from_parts(parts, stream(body));
         return send(method, &resolved, table.version, request, None).await;
     };
-    let resolved = proxy.resolve(&table, collection.as_deref(), method.operation);
+    let resolved = proxy.resolve(&table, collection.as_deref(), method.operation, |key| {
+        key.of(&parts.headers, &body)
+    });
     let cannot_rename = || {
         status_response(
             Code::InvalidArgument,
@@ -245,14 +250,15 @@ async fn forward(
         // The body is rewritten: its length is the new body's, not the old header's.
         parts.headers.remove(hyper::header::CONTENT_LENGTH);
     }
-    let secondary = match &resolved.secondary {
-        Some(secondary) => match rename(&body, &secondary.collection) {
+    // The other side's copy: a dual write's secondary, or a split read's fallback.
+    let other = match resolved.secondary.as_ref().or(resolved.fallback.as_ref()) {
+        Some(other) => match rename(&body, &other.collection) {
             Some(copy) => {
-                let copy = match secondary.wait {
+                let copy = match other.wait {
                     Some(wait) => with_wait(&copy, wait).unwrap_or(copy),
                     None => copy,
                 };
-                Some(crate::write::copy_request(&parts, copy))
+                Some(crate::whole::copy_request(&parts, copy))
             }
             None => return cannot_rename(),
         },
@@ -270,19 +276,20 @@ async fn forward(
         &resolved,
         table.version,
         Request::from_parts(parts, full(body)),
-        secondary,
+        other,
     )
     .await
 }
 
-/// Sends a request (and, for a dual write, its secondary copy) and answers
-/// the primary's response, marked, with names rewritten back.
+/// Sends a request (and the other side's copy: a dual write's secondary, a
+/// split read's fallback) and answers the chosen side's response, marked,
+/// with names rewritten back.
 async fn send(
     method: Method,
     resolved: &Resolved,
     version: u64,
     request: Request<ProxyBody>,
-    secondary: Option<Request<ProxyBody>>,
+    other: Option<Request<ProxyBody>>,
 ) -> Response<ProxyBody> {
     resolved.record_in_span();
     let route = resolved.route_label().to_owned();
@@ -300,8 +307,9 @@ async fn send(
         };
         failed("upstream_unavailable", code, err.to_string())
     };
-    let response = match (&resolved.secondary, secondary) {
-        (Some(second), Some(copy)) => {
+    let mut served_by_fallback = None;
+    let response = match (&resolved.secondary, &resolved.fallback, other) {
+        (Some(second), _, Some(copy)) => {
             let primary = (
                 resolved.side.expect("a dual write is routed"),
                 &*resolved.upstream,
@@ -313,6 +321,22 @@ async fn send(
                 Err(err) => return failed("secondary_failed", Code::Unavailable, err.to_string()),
             }
         }
+        (None, Some(fallback), Some(copy)) => {
+            let first = (
+                resolved.side.expect("a split read is routed"),
+                &*resolved.upstream,
+                request,
+            );
+            match crate::whole::with_fallback(Protocol::Grpc, &route, first, (fallback, copy)).await
+            {
+                Ok((response, false)) => response,
+                Ok((response, true)) => {
+                    served_by_fallback = resolved.to_fallback();
+                    response
+                }
+                Err(err) => return unavailable(err),
+            }
+        }
         _ => match resolved.upstream.send(Protocol::Grpc, request).await {
             Ok((response, latency)) => {
                 crate::metrics::upstream_latency("grpc", resolved.side, latency);
@@ -321,6 +345,7 @@ async fn send(
             Err(err) => return unavailable(err),
         },
     };
+    let resolved = served_by_fallback.as_ref().unwrap_or(resolved);
     let (mut parts, body) = response.into_parts();
     resolved.mark(&mut parts.headers, version);
     // A trailers-only answer carries its status in the headers.

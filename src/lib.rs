@@ -11,5 +11,7 @@ pub mod rest;
 pub mod routing;
 pub mod serve;
 pub mod server;
+pub mod split;
 pub mod upstream;
+pub mod whole;
 pub mod write;

@@ -99,3 +99,21 @@ pub fn dual_write(protocol: &'static str, route: &str, side: Side, outcome: &'st
     )
     .increment(1);
 }
+
+/// Where a query on a split route went.
+pub fn read_split(route: &str, side: Side) {
+    counter!("cutover_read_split_total", "route" => route.to_owned(), "side" => side.as_str())
+        .increment(1);
+}
+
+/// A split query green failed, served by blue instead.
+pub fn read_fallback(protocol: &'static str, route: &str) {
+    counter!("cutover_read_fallbacks_total", "protocol" => protocol, "route" => route.to_owned())
+        .increment(1);
+}
+
+/// The share of queries green serves on a split route, 0 to 1.
+pub fn green_share(route: &str, basis_points: u16) {
+    gauge!("cutover_route_green_share_ratio", "route" => route.to_owned())
+        .set(f64::from(basis_points) / 10_000.0);
+}

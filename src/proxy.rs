@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use hyper::header::{HeaderMap, HeaderValue};
 
-use crate::routing::{Operation, Router, RoutingTable, Side};
+use crate::routing::{Operation, ReadMode, Router, RoutingTable, Side};
+use crate::split::RoutingKey;
 use crate::upstream::Upstream;
 
 /// Response header: the routing version the request was decided by.
@@ -28,11 +29,13 @@ pub struct Resolved {
     pub side: Option<Side>,
     pub names: Names,
     /// The other side of a dual write.
-    pub secondary: Option<Secondary>,
+    pub secondary: Option<OtherSide>,
+    /// Blue, for a split read green serves, when blue may step in.
+    pub fallback: Option<OtherSide>,
 }
 
-/// The secondary side of a dual write: where it goes and what its collection is called.
-pub struct Secondary {
+/// The other side of a request: where it goes and what its collection is called.
+pub struct OtherSide {
     pub side: Side,
     pub upstream: Arc<Upstream>,
     pub collection: String,
@@ -58,12 +61,14 @@ impl Proxy {
         futures_util::future::join_all(checks).await
     }
 
-    /// Picks the upstream and the collection name for `collection` under `table`.
-    pub fn resolve(
+    /// Picks the upstream and the collection name for `collection` under
+    /// `table`; `key` gives a query's routing key, asked only for a split.
+    pub fn resolve<'k>(
         &self,
         table: &RoutingTable,
         collection: Option<&str>,
         operation: Operation,
+        key: impl FnOnce(&RoutingKey) -> Option<std::borrow::Cow<'k, [u8]>>,
     ) -> Resolved {
         let Some(route) = collection.and_then(|c| table.get(c)) else {
             return Resolved {
@@ -71,9 +76,29 @@ impl Proxy {
                 side: None,
                 names: Names::default(),
                 secondary: None,
+                fallback: None,
             };
         };
-        let side = route.side_for(operation);
+        let other_side = |side: Side, wait: Option<bool>| {
+            let target = route.target(side);
+            OtherSide {
+                side,
+                upstream: self.upstreams[&target.upstream].clone(),
+                collection: target.collection.clone(),
+                wait,
+            }
+        };
+        let (side, fallback) = match (operation, route.reads.mode) {
+            (Operation::Query, ReadMode::Split) => {
+                let (side, split) = route.query_side(key(&route.reads.key).as_deref());
+                crate::metrics::read_split(&route.collection, side);
+                (
+                    side,
+                    (split && route.reads.fallback).then(|| other_side(Side::Blue, None)),
+                )
+            }
+            _ => (route.side_for(operation), None),
+        };
         let target = route.target(side);
         if operation == Operation::CollectionAdmin {
             tracing::info!(
@@ -83,15 +108,9 @@ impl Proxy {
                 "collection change on a routed name goes to the primary only"
             );
         }
-        let secondary = route.secondary_for(operation).map(|side| {
-            let target = route.target(side);
-            Secondary {
-                side,
-                upstream: self.upstreams[&target.upstream].clone(),
-                collection: target.collection.clone(),
-                wait: route.secondary_wait,
-            }
-        });
+        let secondary = route
+            .secondary_for(operation)
+            .map(|side| other_side(side, route.secondary_wait));
         Resolved {
             upstream: self.upstreams[&target.upstream].clone(),
             side: Some(side),
@@ -100,6 +119,7 @@ impl Proxy {
                 physical: Some(target.collection.clone()),
             },
             secondary,
+            fallback,
         }
     }
 }
@@ -124,6 +144,21 @@ impl Resolved {
         span.record("route", self.route_label());
         span.record("side", crate::metrics::side_label(self.side));
         span.record("upstream", self.upstream.name.as_str());
+    }
+
+    /// The same request, as served by its fallback side instead.
+    pub fn to_fallback(&self) -> Option<Resolved> {
+        let fallback = self.fallback.as_ref()?;
+        Some(Resolved {
+            upstream: fallback.upstream.clone(),
+            side: Some(fallback.side),
+            names: Names {
+                route: self.names.route.clone(),
+                physical: Some(fallback.collection.clone()),
+            },
+            secondary: None,
+            fallback: None,
+        })
     }
 
     /// Marks a routed response with the version and side that served it.

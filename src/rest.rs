@@ -11,7 +11,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_perc
 use tracing::Instrument;
 
 use crate::proxy::{Proxy, Resolved, request_span};
-use crate::routing::Operation;
+use crate::routing::{Operation, ReadMode};
 use crate::upstream::{Protocol, ProxyBody, UpstreamError, full, read_whole, stream};
 use crate::write::{self, DualError};
 
@@ -22,8 +22,8 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
-/// A dual write's body is read whole to send it twice; Qdrant's own limit is 32 MiB.
-const MAX_WRITE_BODY: usize = 64 * 1024 * 1024;
+/// A body read whole (to send it twice, or to bucket by it); Qdrant's own limit is 32 MiB.
+const MAX_WHOLE_BODY: usize = 64 * 1024 * 1024;
 
 /// Error bodies are read to rewrite the collection name; larger ones pass as they are.
 const MAX_ERROR_BODY: usize = 1024 * 1024;
@@ -47,7 +47,7 @@ pub fn classify(method: &Method, path: &str) -> Classified {
         _ => None,
     };
     let rest: Vec<&str> = segments.iter().skip(2).copied().collect();
-    use Operation::{CollectionAdmin as Admin, Read, Write};
+    use Operation::{CollectionAdmin as Admin, Query, Read, Write};
     let (label, operation) = match (method, rest.as_slice()) {
         _ if collection.is_none() => ("other", Read),
         (&Method::GET, []) => ("collection_get", Read),
@@ -61,10 +61,10 @@ pub fn classify(method: &Method, path: &str) -> Classified {
         (&Method::POST, ["points", "vectors", "delete"]) => ("vectors", Write),
         (&Method::POST, ["points", "batch"]) => ("batch", Write),
         (_, ["index", ..]) => ("index", Write),
-        (_, ["points", "search", ..]) => ("search", Read),
-        (_, ["points", "query", ..]) => ("query", Read),
-        (_, ["points", "recommend", ..]) => ("recommend", Read),
-        (_, ["points", "discover", ..]) => ("discover", Read),
+        (_, ["points", "search", ..]) => ("search", Query),
+        (_, ["points", "query", ..]) => ("query", Query),
+        (_, ["points", "recommend", ..]) => ("recommend", Query),
+        (_, ["points", "discover", ..]) => ("discover", Query),
         (_, ["points", "scroll"]) => ("scroll", Read),
         (_, ["points", "count"]) => ("count", Read),
         (_, ["points", "facet"]) => ("facet", Read),
@@ -84,20 +84,61 @@ pub async fn handle(proxy: Arc<Proxy>, request: Request<Incoming>) -> Response<P
     forward(proxy, classified, request).instrument(span).await
 }
 
+/// A request body: as it streams in, or read whole when cutover must see it
+/// (a split query's key, a copy for the other side).
+enum RequestBody {
+    Streaming(Incoming),
+    Whole(Bytes),
+}
+
+impl RequestBody {
+    async fn whole(self) -> Result<Bytes, String> {
+        match self {
+            RequestBody::Streaming(body) => read_whole(body, MAX_WHOLE_BODY).await,
+            RequestBody::Whole(bytes) => Ok(bytes),
+        }
+    }
+}
+
 async fn forward(
     proxy: Arc<Proxy>,
     classified: Classified,
     request: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let table = proxy.router.load();
+    let (mut parts, body) = request.into_parts();
+    let split = classified.operation == Operation::Query
+        && classified
+            .collection
+            .as_deref()
+            .and_then(|c| table.get(c))
+            .is_some_and(|r| r.reads.mode == ReadMode::Split);
+    let body = if split {
+        match read_whole(body, MAX_WHOLE_BODY).await {
+            Ok(bytes) => RequestBody::Whole(bytes),
+            Err(err) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    &format!("cutover could not read the request: {err}"),
+                );
+            }
+        }
+    } else {
+        RequestBody::Streaming(body)
+    };
+    let no_body = Bytes::new();
+    let key_body = match &body {
+        RequestBody::Whole(bytes) => bytes,
+        RequestBody::Streaming(_) => &no_body,
+    };
     let resolved = proxy.resolve(
         &table,
         classified.collection.as_deref(),
         classified.operation,
+        |key| key.of(&parts.headers, key_body),
     );
     resolved.record_in_span();
 
-    let (mut parts, body) = request.into_parts();
     let label = classified.label;
     let route = resolved.route_label().to_owned();
     let failed = |outcome: &'static str, status: StatusCode, message: String| {
@@ -114,53 +155,22 @@ async fn forward(
         };
         failed("upstream_unavailable", status, err.to_string())
     };
-    let response = match &resolved.secondary {
-        // A dual write is sent twice: its body is read once, whole.
-        Some(secondary) => {
-            let body = match read_whole(body, MAX_WRITE_BODY).await {
-                Ok(body) => body,
-                Err(err) => {
-                    return failed(
-                        "bad_request",
-                        StatusCode::BAD_REQUEST,
-                        format!("cutover could not read the request: {err}"),
-                    );
-                }
-            };
-            let mut copy = write::copy_request(&parts, body.clone());
-            let uri = renamed_uri(&parts.uri, &secondary.collection);
-            *copy.uri_mut() = match secondary.wait {
-                Some(wait) => with_wait(&uri, wait),
-                None => uri,
-            };
-            parts.uri = renamed_uri(
-                &parts.uri,
-                resolved
-                    .names
-                    .physical
-                    .as_deref()
-                    .expect("a dual write is routed"),
-            );
-            let primary = (
-                resolved.side.expect("a dual write is routed"),
-                &*resolved.upstream,
-                Request::from_parts(parts, full(body)),
-            );
-            match write::dual(Protocol::Rest, &route, primary, (secondary, copy)).await {
-                Ok(response) => response,
-                Err(DualError::Primary(err)) => return unavailable(err),
-                Err(err) => {
-                    return failed("secondary_failed", StatusCode::BAD_GATEWAY, err.to_string());
-                }
-            }
-        }
+    let original_uri = parts.uri.clone();
+    if let Some(physical) = &resolved.names.physical {
+        parts.uri = renamed_uri(&original_uri, physical);
+    }
+    // The other side's copy: a dual write's secondary, or a split read's fallback.
+    let other = resolved.secondary.as_ref().or(resolved.fallback.as_ref());
+    let mut served_by_fallback = None;
+    let response = match other {
         None => {
-            if let Some(physical) = &resolved.names.physical {
-                parts.uri = renamed_uri(&parts.uri, physical);
-            }
+            let body = match body {
+                RequestBody::Streaming(body) => stream(body),
+                RequestBody::Whole(bytes) => full(bytes),
+            };
             match resolved
                 .upstream
-                .send(Protocol::Rest, Request::from_parts(parts, stream(body)))
+                .send(Protocol::Rest, Request::from_parts(parts, body))
                 .await
             {
                 Ok((response, latency)) => {
@@ -170,17 +180,72 @@ async fn forward(
                 Err(err) => return unavailable(err),
             }
         }
+        Some(other) => {
+            let body = match body.whole().await {
+                Ok(body) => body,
+                Err(err) => {
+                    return failed(
+                        "bad_request",
+                        StatusCode::BAD_REQUEST,
+                        format!("cutover could not read the request: {err}"),
+                    );
+                }
+            };
+            let mut copy = crate::whole::copy_request(&parts, body.clone());
+            let uri = renamed_uri(&original_uri, &other.collection);
+            *copy.uri_mut() = match other.wait {
+                Some(wait) => with_wait(&uri, wait),
+                None => uri,
+            };
+            let first = (
+                resolved.side.expect("routed"),
+                &*resolved.upstream,
+                Request::from_parts(parts, full(body)),
+            );
+            if resolved.secondary.is_some() {
+                match write::dual(Protocol::Rest, &route, first, (other, copy)).await {
+                    Ok(response) => response,
+                    Err(DualError::Primary(err)) => return unavailable(err),
+                    Err(err) => {
+                        return failed(
+                            "secondary_failed",
+                            StatusCode::BAD_GATEWAY,
+                            err.to_string(),
+                        );
+                    }
+                }
+            } else {
+                match crate::whole::with_fallback(Protocol::Rest, &route, first, (other, copy))
+                    .await
+                {
+                    Ok((response, fell_back)) => {
+                        if fell_back {
+                            served_by_fallback = resolved.to_fallback();
+                        }
+                        response
+                    }
+                    Err(err) => return unavailable(err),
+                }
+            }
+        }
     };
+    let resolved = served_by_fallback.as_ref().unwrap_or(&resolved);
     let outcome = if response.status().is_success() {
         "ok"
     } else {
         "error"
     };
-    crate::metrics::request("rest", label, &route, resolved.side, outcome);
+    crate::metrics::request(
+        "rest",
+        label,
+        resolved.route_label(),
+        resolved.side,
+        outcome,
+    );
     let (mut parts, body) = response.into_parts();
     resolved.mark(&mut parts.headers, table.version);
     if resolved.names.physical.is_some() && !parts.status.is_success() {
-        return rewrite_error_body(parts, body, &resolved).await;
+        return rewrite_error_body(parts, body, resolved).await;
     }
     Response::from_parts(parts, body)
 }
@@ -267,7 +332,7 @@ mod tests {
         let c = classify(&Method::POST, "/collections/my%20docs/points/query/batch");
         assert_eq!(
             (c.label, c.operation, c.collection.as_deref()),
-            ("query", Operation::Read, Some("my docs"))
+            ("query", Operation::Query, Some("my docs"))
         );
         assert_eq!(
             classify(&Method::DELETE, "/collections/docs").operation,

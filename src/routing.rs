@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::split::RoutingKey;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -45,6 +46,29 @@ pub enum WritePolicy {
     GreenOnly,
 }
 
+/// How a route serves searches, queries and recommendations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadMode {
+    /// The primary serves them all.
+    #[default]
+    Primary,
+    /// Green serves a hash-bucketed share of them (while blue is primary).
+    Split,
+    /// Not built yet.
+    Shadow,
+    /// Not built yet.
+    Fuse,
+}
+
+/// A route's read settings that come from the config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reads {
+    pub mode: ReadMode,
+    pub key: RoutingKey,
+    pub fallback: bool,
+}
+
 /// What happens when the secondary side of a dual write fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -69,6 +93,9 @@ pub struct Policy {
     /// The side whose answers reads get.
     pub primary: Side,
     pub writes: WritePolicy,
+    /// Under `reads.mode = "split"`, the share of reads green serves.
+    #[serde(default)]
+    pub green_basis_points: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -81,11 +108,16 @@ pub struct Route {
     pub on_secondary_failure: SecondaryFailure,
     /// `wait` on the secondary of a dual write; `None`: as the client asked.
     pub secondary_wait: Option<bool>,
+    pub reads: Reads,
 }
 
 /// What a request does, as far as routing cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
+    /// Search, query, recommend, discover (and their batches and groups):
+    /// the reads a split, shadow or fusion applies to.
+    Query,
+    /// Other reads (scroll, get, count, facet, info): always the primary.
     Read,
     Write,
     /// Create, update or delete of the collection itself.
@@ -100,6 +132,19 @@ impl Route {
         }
     }
 
+    /// The side a query with this routing key goes to, and whether it was
+    /// split off to green (so that blue can still serve it if green fails).
+    pub fn query_side(&self, key: Option<&[u8]>) -> (Side, bool) {
+        let split = self.reads.mode == ReadMode::Split
+            && self.policy.primary == Side::Blue
+            && key.is_some_and(|k| crate::split::to_green(k, self.policy.green_basis_points));
+        if split {
+            (Side::Green, true)
+        } else {
+            (self.policy.primary, false)
+        }
+    }
+
     /// The other side of a dual write, when this operation is one.
     pub fn secondary_for(&self, operation: Operation) -> Option<Side> {
         (operation == Operation::Write && self.policy.writes == WritePolicy::Dual)
@@ -109,7 +154,7 @@ impl Route {
     /// The side one request goes to (for a dual write, its primary).
     pub fn side_for(&self, operation: Operation) -> Side {
         match operation {
-            Operation::Read | Operation::CollectionAdmin => self.policy.primary,
+            Operation::Query | Operation::Read | Operation::CollectionAdmin => self.policy.primary,
             Operation::Write => match self.policy.writes {
                 WritePolicy::BlueOnly => Side::Blue,
                 WritePolicy::GreenOnly => Side::Green,
@@ -140,6 +185,7 @@ impl RoutingTable {
             .iter()
             .map(|r| {
                 let r = r.get_ref();
+                let reads = r.reads.as_ref().map(|reads| reads.get_ref());
                 let route = Route {
                     collection: r.collection.clone(),
                     blue: target(r.blue.get_ref()),
@@ -147,9 +193,19 @@ impl RoutingTable {
                     policy: Policy {
                         primary: r.primary,
                         writes: r.writes.as_ref().map(|w| *w.get_ref()).unwrap_or_default(),
+                        green_basis_points: reads
+                            .and_then(|reads| crate::split::basis_points(reads.green_percent).ok())
+                            .unwrap_or(0),
                     },
                     on_secondary_failure: r.on_secondary_failure.unwrap_or_default(),
                     secondary_wait: r.secondary_wait,
+                    reads: Reads {
+                        mode: reads.map(|reads| reads.mode).unwrap_or_default(),
+                        key: reads
+                            .and_then(|reads| reads.key.parse().ok())
+                            .unwrap_or(RoutingKey::Random),
+                        fallback: reads.is_none_or(|reads| reads.fallback),
+                    },
                 };
                 (r.collection.clone(), Arc::new(route))
             })
@@ -164,6 +220,8 @@ impl RoutingTable {
 pub struct PolicyChange {
     pub primary: Option<Side>,
     pub writes: Option<WritePolicy>,
+    /// The share of reads green serves under a split, in percent.
+    pub green_percent: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -201,7 +259,7 @@ impl Router {
         if let Some(state) = state {
             apply_policies(&mut table, &state.policies);
         }
-        crate::metrics::routing_version(table.version);
+        record_shares(&table);
         Ok(Router {
             table: ArcSwap::from_pointee(table),
             state_file: config.state_file.clone(),
@@ -233,6 +291,9 @@ impl Router {
                 )));
             }
             let mut new = (**route).clone();
+            if let Some(percent) = change.green_percent {
+                new.policy.green_basis_points = crate::split::basis_points(percent).map_err(ChangeError::Refused)?;
+            }
             new.policy.primary = change.primary.unwrap_or(new.policy.primary);
             new.policy.writes = change.writes.unwrap_or(new.policy.writes);
             *route = Arc::new(new);
@@ -248,6 +309,7 @@ impl Router {
                 new.policy = Policy {
                     primary: Side::Blue,
                     writes: WritePolicy::BlueOnly,
+                    green_basis_points: 0,
                 };
                 *route = Arc::new(new);
             }
@@ -282,9 +344,17 @@ impl Router {
         write_state(&self.state_file, &table)?;
         let table = Arc::new(table);
         self.table.store(table.clone());
-        crate::metrics::routing_version(table.version);
+        record_shares(&table);
         tracing::info!(version = table.version, "{what}");
         Ok(table)
+    }
+}
+
+/// The gauges that show the table: its version and each route's green share.
+fn record_shares(table: &RoutingTable) {
+    crate::metrics::routing_version(table.version);
+    for route in table.routes.values() {
+        crate::metrics::green_share(&route.collection, route.policy.green_basis_points);
     }
 }
 
@@ -295,6 +365,7 @@ fn apply_policies(table: &mut RoutingTable, policies: &BTreeMap<String, Policy>)
         if let Some(route) = table.routes.get_mut(name) {
             let mut new = (**route).clone();
             new.policy.primary = policy.primary;
+            new.policy.green_basis_points = policy.green_basis_points;
             if policy.writes == WritePolicy::Dual
                 && new.on_secondary_failure == SecondaryFailure::Replay
             {
@@ -387,6 +458,7 @@ green = {{ upstream = "green", collection = "docs_v2" }}
         let change = PolicyChange {
             primary: Some(Side::Green),
             writes: Some(WritePolicy::GreenOnly),
+            green_percent: Some(5.0),
         };
         router.change("docs", change).unwrap();
         let again = Router::new(&config(dir.path(), "")).unwrap();
@@ -396,7 +468,8 @@ green = {{ upstream = "green", collection = "docs_v2" }}
             table.get("docs").unwrap().policy,
             Policy {
                 primary: Side::Green,
-                writes: WritePolicy::GreenOnly
+                writes: WritePolicy::GreenOnly,
+                green_basis_points: 500,
             }
         );
     }
@@ -406,8 +479,8 @@ green = {{ upstream = "green", collection = "docs_v2" }}
         let dir = tempfile::tempdir().unwrap();
         let router = Router::new(&config(dir.path(), "on_secondary_failure = \"fail\"")).unwrap();
         let dual = PolicyChange {
-            primary: None,
             writes: Some(WritePolicy::Dual),
+            ..Default::default()
         };
         router.change("docs", dual).unwrap();
         assert_eq!(

@@ -1,0 +1,139 @@
+//! Requests and answers read whole, for the paths that must see an answer
+//! before the client does: dual writes and split reads with a fallback.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::header::HeaderMap;
+use hyper::http::request::Parts;
+use hyper::{Request, Response};
+
+use crate::upstream::{Protocol, ProxyBody, Upstream, UpstreamError, full};
+
+/// Bounds what an answer may hold in memory.
+const MAX_ANSWER: usize = 64 * 1024 * 1024;
+
+/// A response read whole: status, headers, body and trailers.
+pub struct Answer {
+    response: Response<()>,
+    body: Bytes,
+    trailers: Option<HeaderMap>,
+}
+
+impl Answer {
+    pub fn succeeded(&self, protocol: Protocol) -> bool {
+        match protocol {
+            Protocol::Rest => self.response.status().is_success(),
+            Protocol::Grpc => {
+                let status = self
+                    .response
+                    .headers()
+                    .get("grpc-status")
+                    .or_else(|| self.trailers.as_ref()?.get("grpc-status"));
+                status.is_some_and(|s| s == "0")
+            }
+        }
+    }
+
+    /// What went wrong, as the side said it.
+    pub fn failure(&self, protocol: Protocol) -> String {
+        match protocol {
+            Protocol::Rest => format!(
+                "{} {}",
+                self.response.status(),
+                String::from_utf8_lossy(&self.body)
+            ),
+            Protocol::Grpc => {
+                let message = |h: &HeaderMap| {
+                    h.get("grpc-message")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                };
+                let text = message(self.response.headers())
+                    .or_else(|| self.trailers.as_ref().and_then(message))
+                    .unwrap_or_default();
+                percent_encoding::percent_decode_str(&text)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            }
+        }
+    }
+
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let (parts, ()) = self.response.into_parts();
+        let body = match self.trailers {
+            None => full(self.body),
+            Some(trailers) => {
+                let frames = [
+                    Ok(hyper::body::Frame::data(self.body)),
+                    Ok(hyper::body::Frame::trailers(trailers)),
+                ];
+                http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
+            }
+        };
+        Response::from_parts(parts, body)
+    }
+}
+
+pub async fn answer(
+    upstream: &Upstream,
+    protocol: Protocol,
+    request: Request<ProxyBody>,
+) -> Result<(Answer, Duration), UpstreamError> {
+    let (response, latency) = upstream.send(protocol, request).await?;
+    let (parts, body) = response.into_parts();
+    let collected = Limited::new(body, MAX_ANSWER)
+        .collect()
+        .await
+        .map_err(|err| UpstreamError::BrokenAnswer {
+            upstream: upstream.name.clone(),
+            message: err.to_string(),
+        })?;
+    let trailers = collected.trailers().cloned();
+    let body = collected.to_bytes();
+    Ok((
+        Answer {
+            response: Response::from_parts(parts, ()),
+            body,
+            trailers,
+        },
+        latency,
+    ))
+}
+
+/// A second copy of a request: same method, path, version and headers.
+pub fn copy_request(parts: &Parts, body: Bytes) -> Request<ProxyBody> {
+    let mut request = Request::new(full(body));
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = parts.uri.clone();
+    *request.version_mut() = parts.version;
+    *request.headers_mut() = parts.headers.clone();
+    request
+}
+
+/// Sends a split read to green; if green fails it (unreachable, or an error
+/// answer), sends the copy to blue and answers that, saying so (`true`).
+pub async fn with_fallback(
+    protocol: Protocol,
+    route: &str,
+    first: (crate::routing::Side, &Upstream, Request<ProxyBody>),
+    fallback: (&crate::proxy::OtherSide, Request<ProxyBody>),
+) -> Result<(Response<ProxyBody>, bool), UpstreamError> {
+    let (side, upstream, request) = first;
+    let (other, copy) = fallback;
+    match answer(upstream, protocol, request).await {
+        Ok((answer, latency)) if answer.succeeded(protocol) => {
+            crate::metrics::upstream_latency(protocol.as_str(), Some(side), latency);
+            return Ok((answer.into_response(), false));
+        }
+        Ok((answer, _)) => {
+            tracing::warn!(route, failure = %answer.failure(protocol), "split read failed on green; blue serves it")
+        }
+        Err(err) => tracing::warn!(route, %err, "split read failed on green; blue serves it"),
+    }
+    crate::metrics::read_fallback(protocol.as_str(), route);
+    let (response, latency) = other.upstream.send(protocol, copy).await?;
+    crate::metrics::upstream_latency(protocol.as_str(), Some(other.side), latency);
+    Ok((response.map(crate::upstream::stream), true))
+}
