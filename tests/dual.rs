@@ -268,22 +268,16 @@ async fn both_sides_end_up_identical_and_a_failing_secondary_is_named() {
         .unwrap();
     assert!(count.result.unwrap().count > 0, "reads are served by blue");
 
-    let metrics = http
-        .get(format!("{}/metrics", proxy.admin_url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for needle in [
-        r#"cutover_dual_writes_total{protocol="grpc",route="docs",side="green",outcome="ok"}"#,
-        r#"cutover_dual_writes_total{protocol="rest",route="docs",side="blue",outcome="error"}"#,
-        r#"cutover_dual_writes_total{protocol="rest",route="docs",side="green",outcome="unreachable"}"#,
-        r#"cutover_requests_total{protocol="grpc",method="Upsert",route="docs",side="blue",outcome="secondary_failed"}"#,
-    ] {
-        assert!(metrics.contains(needle), "{needle} in\n{metrics}");
-    }
+    assert_metrics_contain(
+        &proxy.admin_url(),
+        &[
+            r#"cutover_dual_writes_total{protocol="grpc",route="docs",side="green",outcome="ok"}"#,
+            r#"cutover_dual_writes_total{protocol="rest",route="docs",side="blue",outcome="error"}"#,
+            r#"cutover_dual_writes_total{protocol="rest",route="docs",side="green",outcome="unreachable"}"#,
+            r#"cutover_requests_total{protocol="grpc",method="Upsert",route="docs",side="blue",outcome="secondary_failed"}"#,
+        ],
+    )
+    .await;
     proxy.running.stop().await;
     blue.upstream.stop().await;
 }

@@ -222,23 +222,17 @@ async fn a_bucketed_share_of_queries_goes_to_green() {
     let (side, data) = grpc_search(&mut points, "tenant-2").await;
     assert_eq!((side.as_str(), data.as_str()), ("blue", "blue"));
 
-    let metrics = http
-        .get(format!("{}/metrics", proxy.admin_url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for needle in [
-        r#"cutover_read_split_total{route="docs",side="green"}"#,
-        r#"cutover_read_split_total{route="docs",side="blue"}"#,
-        r#"cutover_read_fallbacks_total{protocol="rest",route="docs"} 1"#,
-        r#"cutover_read_fallbacks_total{protocol="grpc",route="docs"} 1"#,
-        r#"cutover_route_green_share_ratio{route="docs"} 1"#,
-    ] {
-        assert!(metrics.contains(needle), "{needle} in\n{metrics}");
-    }
+    assert_metrics_contain(
+        &proxy.admin_url(),
+        &[
+            r#"cutover_read_split_total{route="docs",side="green"}"#,
+            r#"cutover_read_split_total{route="docs",side="blue"}"#,
+            r#"cutover_read_fallbacks_total{protocol="rest",route="docs"} 1"#,
+            r#"cutover_read_fallbacks_total{protocol="grpc",route="docs"} 1"#,
+            r#"cutover_route_green_share_ratio{route="docs"} 1"#,
+        ],
+    )
+    .await;
     proxy.running.stop().await;
     blue.upstream.stop().await;
 }

@@ -272,3 +272,16 @@ pub fn id_selector(ids: &[u64]) -> qdrant_client::qdrant::PointsSelector {
         })),
     }
 }
+
+/// Scrapes cutover's `/metrics` and checks that each line fragment is there.
+pub async fn assert_metrics_contain(admin_url: &str, needles: &[&str]) {
+    let metrics = reqwest::get(format!("{admin_url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in needles {
+        assert!(metrics.contains(needle), "{needle} in\n{metrics}");
+    }
+}
