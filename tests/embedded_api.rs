@@ -161,6 +161,17 @@ fn pb_payload(value: Value) -> qdrant_client::Payload {
     qdrant_client::Payload::try_from(value).expect("a JSON object")
 }
 
+/// SetPayload and OverwritePayload take the same message.
+fn set_payload_request(name: &str, ids: &[u64], payload: Value) -> pb::SetPayloadPoints {
+    pb::SetPayloadPoints {
+        collection_name: name.into(),
+        wait: Some(true),
+        payload: pb_payload(payload).into(),
+        points_selector: Some(id_selector(ids)),
+        ..Default::default()
+    }
+}
+
 fn num_id(id: Option<pb::PointId>) -> u64 {
     match id.and_then(|id| id.point_id_options) {
         Some(pb::point_id::PointIdOptions::Num(n)) => n,
@@ -339,13 +350,7 @@ impl Driver for Grpc {
     }
 
     async fn set_payload(&self, name: &str, ids: &[u64], payload: Value) -> Result<(), Failure> {
-        let request = pb::SetPayloadPoints {
-            collection_name: name.into(),
-            wait: Some(true),
-            payload: pb_payload(payload).into(),
-            points_selector: Some(id_selector(ids)),
-            ..Default::default()
-        };
+        let request = set_payload_request(name, ids, payload);
         self.0
             .set_payload(request)
             .await
@@ -359,13 +364,7 @@ impl Driver for Grpc {
         ids: &[u64],
         payload: Value,
     ) -> Result<(), Failure> {
-        let request = pb::SetPayloadPoints {
-            collection_name: name.into(),
-            wait: Some(true),
-            payload: pb_payload(payload).into(),
-            points_selector: Some(id_selector(ids)),
-            ..Default::default()
-        };
+        let request = set_payload_request(name, ids, payload);
         self.0
             .overwrite_payload(request)
             .await
