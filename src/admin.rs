@@ -1,5 +1,6 @@
 //! The admin API, on its own listener (loopback by default): routes read and
-//! changed, rollback, reload; `/metrics`, `/healthz`, `/readyz`.
+//! changed, rollback, reload; the replay log's status, pause, resume and
+//! drain; `/metrics`, `/healthz`, `/readyz`.
 //!
 //! Route endpoints need `authorization: Bearer <token>` unless the config
 //! allowed an unauthenticated loopback admin. Probes and metrics do not.
@@ -66,6 +67,9 @@ pub async fn handle(admin: Arc<Admin>, request: Request<Incoming>) -> Response<P
                 crate::metrics::admin_unauthorized();
                 return error(StatusCode::UNAUTHORIZED, refusal);
             }
+            if let Some(response) = replay_api(&admin, &method, &segments, request.uri()).await {
+                return response;
+            }
             let body = match read_whole(request.into_body(), 64 * 1024).await {
                 Ok(body) => body,
                 Err(err) => return error(StatusCode::BAD_REQUEST, &err),
@@ -96,7 +100,11 @@ fn routes_api(
             match table.get(name) {
                 Some(route) => json_response(
                     StatusCode::OK,
-                    &json!({ "version": table.version, "route": route }),
+                    &json!({
+                        "version": table.version,
+                        "route": route,
+                        "replay": replay_status(&admin.proxy.replay.log.queue(name)),
+                    }),
                 ),
                 None => error(
                     StatusCode::NOT_FOUND,
@@ -117,6 +125,22 @@ fn routes_api(
                     );
                 }
             };
+            let queue = admin.proxy.replay.log.queue(name);
+            let flips = router
+                .load()
+                .get(name)
+                .zip(change.primary)
+                .is_some_and(|(route, primary)| route.policy.primary != primary);
+            if flips && queue.records() > 0 {
+                crate::metrics::route_change("change", "refused");
+                return error(
+                    StatusCode::CONFLICT,
+                    &format!(
+                        "route `{name}`: {} writes wait in the replay log for the secondary; it would serve reads without them. Fix: POST /routes/{name}/replay/drain first",
+                        queue.records()
+                    ),
+                );
+            }
             changed(
                 "change",
                 router.change(name, change).map_err(refusal),
@@ -136,6 +160,77 @@ fn routes_api(
             &format!("no admin endpoint `{method} /{}`", segments.join("/")),
         ),
     }
+}
+
+/// The replay log's endpoints: status of every route's log, and pause,
+/// resume and drain of one. `None` for any other path.
+async fn replay_api(
+    admin: &Arc<Admin>,
+    method: &Method,
+    segments: &[&str],
+    uri: &hyper::Uri,
+) -> Option<Response<ProxyBody>> {
+    let replay = &admin.proxy.replay;
+    let response = match (method, segments) {
+        (&Method::GET, ["replay"]) => {
+            let routes: Vec<Value> = replay.log.queues().iter().map(|q| replay_status(q)).collect();
+            json_response(
+                StatusCode::OK,
+                &json!({ "routes": routes, "disk_bytes": replay.log.disk_space() }),
+            )
+        }
+        (&Method::POST, ["routes", name, "replay", action]) => {
+            if admin.proxy.router.load().get(name).is_none() && replay.log.queue(name).records() == 0 {
+                return Some(error(
+                    StatusCode::NOT_FOUND,
+                    &format!("no route for collection `{name}`"),
+                ));
+            }
+            let queue = replay.queue(name);
+            match *action {
+                "pause" => queue.set_paused(true),
+                "resume" => queue.set_paused(false),
+                "drain" => {
+                    let timeout = uri
+                        .query()
+                        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("timeout_s=")))
+                        .and_then(|t| t.parse::<f64>().ok())
+                        .filter(|t| t.is_finite() && *t >= 0.0)
+                        .unwrap_or(30.0);
+                    if !replay.drain(name, std::time::Duration::from_secs_f64(timeout)).await {
+                        return Some(json_response(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            &json!({
+                                "status": { "error": format!("route `{name}`: the replay log did not empty within {timeout} s") },
+                                "replay": replay_status(&queue),
+                            }),
+                        ));
+                    }
+                }
+                other => {
+                    return Some(error(
+                        StatusCode::NOT_FOUND,
+                        &format!("no replay action `{other}`; use pause, resume or drain"),
+                    ));
+                }
+            }
+            tracing::info!(route = %name, action, "replay log");
+            json_response(StatusCode::OK, &json!({ "replay": replay_status(&queue) }))
+        }
+        _ => return None,
+    };
+    Some(response)
+}
+
+fn replay_status(queue: &crate::replay_log::RouteQueue) -> Value {
+    json!({
+        "route": queue.route,
+        "records": queue.records(),
+        "bytes": queue.bytes(),
+        "oldest_age_seconds": queue.oldest_age().as_secs_f64(),
+        "paused": queue.paused(),
+        "last_error": *queue.last_error.lock(),
+    })
 }
 
 fn refusal(err: ChangeError) -> (StatusCode, String) {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::replay_log::Fsync;
 use crate::routing::{ReadMode, SecondaryFailure, Side, WritePolicy};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -23,6 +24,25 @@ pub struct Config {
     pub upstreams: BTreeMap<String, Spanned<UpstreamConfig>>,
     #[serde(default)]
     pub routes: Vec<Spanned<RouteConfig>>,
+    #[serde(default)]
+    pub replay: ReplayConfig,
+}
+
+/// Where and how durably secondary writes wait to be replayed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayConfig {
+    /// Default: `replay/` beside the state file.
+    pub dir: Option<PathBuf>,
+    #[serde(default)]
+    pub fsync: Fsync,
+    /// Under `fsync = "interval"`, how often the log is written to disk.
+    #[serde(default = "default_fsync_interval_ms")]
+    pub fsync_interval_ms: u64,
+}
+
+fn default_fsync_interval_ms() -> u64 {
+    100
 }
 
 fn default_state_file() -> PathBuf {
@@ -98,6 +118,10 @@ pub struct RouteConfig {
     pub on_secondary_failure: Option<SecondaryFailure>,
     /// `wait` on the secondary of a dual write; unset, as the client asked.
     pub secondary_wait: Option<bool>,
+    /// How long a dual write waits for its secondary; past it, the write is
+    /// replayed later (or, under `fail`, is an error).
+    #[serde(default = "default_secondary_timeout_ms")]
+    pub secondary_timeout_ms: u64,
     /// How searches, queries and recommendations are served.
     pub reads: Option<Spanned<ReadsConfig>>,
 }
@@ -115,6 +139,10 @@ pub struct ReadsConfig {
     /// A read green fails is served by blue (counted).
     #[serde(default = "yes")]
     pub fallback: bool,
+}
+
+fn default_secondary_timeout_ms() -> u64 {
+    1_000
 }
 
 fn default_routing_key() -> String {
@@ -321,16 +349,11 @@ impl Config {
                     ),
                 ));
             }
-            let replay = r.on_secondary_failure.unwrap_or_default() == SecondaryFailure::Replay;
-            if let Some(writes) = r
-                .writes
-                .as_ref()
-                .filter(|w| *w.get_ref() == WritePolicy::Dual && replay)
-            {
+            if r.secondary_timeout_ms == 0 {
                 return Err((
-                    writes.span().start,
+                    at,
                     format!(
-                        "route `{}`: writes = \"dual\" needs the replay log, which is not built yet; fix: set on_secondary_failure = \"fail\" (the client gets an error when the secondary fails), or use \"blue_only\" / \"green_only\"",
+                        "route `{}`: secondary_timeout_ms is 0; fix: give the secondary some time, e.g. 1000",
                         r.collection
                     ),
                 ));
@@ -377,6 +400,16 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Where the replay log lives: as configured, or `replay/` beside the state file.
+    pub fn replay_dir(&self) -> PathBuf {
+        self.replay.dir.clone().unwrap_or_else(|| {
+            self.state_file
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("replay")
+        })
     }
 
     /// The admin token, read from where the config says. `None` means none is required.
@@ -575,12 +608,15 @@ blue"#,
         );
         Config::parse(&GOOD.replace("http://blue", "https://blue"), "c.toml")
             .expect("https upstreams");
-        let (_, message) = refused(
-            &GOOD
-                .replace("writes", "x")
-                .replace("[[routes]]", "[[routes]]\nwrites = \"dual\""),
-        );
-        assert!(message.contains("needs the replay log"), "{message}");
+        let dual = GOOD
+            .replace("writes", "x")
+            .replace("[[routes]]", "[[routes]]\nwrites = \"dual\"");
+        Config::parse(&dual, "c.toml").expect("dual writes, replayed by default");
+        let (_, message) = refused(&dual.replace(
+            "[[routes]]",
+            "[[routes]]\nsecondary_timeout_ms = 0",
+        ));
+        assert!(message.contains("secondary_timeout_ms is 0"), "{message}");
         let fail = GOOD.replace(
             "[[routes]]",
             "[[routes]]\nwrites = \"dual\"\non_secondary_failure = \"fail\"",

@@ -15,6 +15,8 @@ use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_enco
 use tracing::Instrument;
 
 use crate::proxy::{Names, Proxy, Resolved, request_span};
+use crate::replay_log::Record;
+use crate::replayer::Replay;
 use crate::routing::Operation;
 use crate::upstream::{Protocol, ProxyBody, UpstreamError, full, read_whole, stream};
 use crate::write::{self, DualError};
@@ -235,7 +237,7 @@ async fn forward(
     } else {
         let resolved = proxy.resolve(&table, None, method.operation, |_| None);
         let request = Request::from_parts(parts, stream(body));
-        return send(method, &resolved, table.version, request, None).await;
+        return send(method, &resolved, table.version, request, None, &proxy.replay).await;
     };
     let resolved = proxy.resolve(&table, collection.as_deref(), method.operation, |key| {
         key.of(&parts.headers, &body)
@@ -258,7 +260,13 @@ async fn forward(
                     Some(wait) => with_wait(&copy, wait).unwrap_or(copy),
                     None => copy,
                 };
-                Some(crate::whole::copy_request(&parts, copy))
+                Some(Record::new(
+                    Protocol::Grpc,
+                    &other.upstream.name,
+                    &parts,
+                    &parts.uri,
+                    copy,
+                ))
             }
             None => return cannot_rename(),
         },
@@ -277,6 +285,7 @@ async fn forward(
         table.version,
         Request::from_parts(parts, full(body)),
         other,
+        &proxy.replay,
     )
     .await
 }
@@ -289,7 +298,8 @@ async fn send(
     resolved: &Resolved,
     version: u64,
     request: Request<ProxyBody>,
-    other: Option<Request<ProxyBody>>,
+    other: Option<Record>,
+    replay: &Replay,
 ) -> Response<ProxyBody> {
     resolved.record_in_span();
     let route = resolved.route_label().to_owned();
@@ -309,13 +319,13 @@ async fn send(
     };
     let mut served_by_fallback = None;
     let response = match (&resolved.secondary, &resolved.fallback, other) {
-        (Some(second), _, Some(copy)) => {
+        (Some(second), _, Some(record)) => {
             let primary = (
                 resolved.side.expect("a dual write is routed"),
                 &*resolved.upstream,
                 request,
             );
-            match write::dual(Protocol::Grpc, &route, primary, (second, copy)).await {
+            match write::dual(Protocol::Grpc, &route, primary, second, record, replay).await {
                 Ok(response) => response,
                 Err(DualError::Primary(err)) => return unavailable(err),
                 Err(err) => return failed("secondary_failed", Code::Unavailable, err.to_string()),
@@ -327,7 +337,7 @@ async fn send(
                 &*resolved.upstream,
                 request,
             );
-            match crate::whole::with_fallback(Protocol::Grpc, &route, first, (fallback, copy)).await
+            match crate::whole::with_fallback(Protocol::Grpc, &route, first, (fallback, copy.to_request())).await
             {
                 Ok((response, false)) => response,
                 Ok((response, true)) => {

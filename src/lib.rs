@@ -7,6 +7,8 @@ pub mod embedded;
 pub mod grpc;
 pub mod metrics;
 pub mod proxy;
+pub mod replay_log;
+pub mod replayer;
 pub mod rest;
 pub mod routing;
 pub mod serve;

@@ -117,3 +117,33 @@ pub fn green_share(route: &str, basis_points: u16) {
     gauge!("cutover_route_green_share_ratio", "route" => route.to_owned())
         .set(f64::from(basis_points) / 10_000.0);
 }
+
+/// A route's replay log: records waiting, their bytes, and how long the
+/// oldest has waited.
+pub fn replay_backlog(route: &str, records: u64, bytes: u64, oldest: Duration) {
+    gauge!("cutover_replay_backlog_records", "route" => route.to_owned()).set(records as f64);
+    gauge!("cutover_replay_backlog_bytes", "route" => route.to_owned()).set(bytes as f64);
+    gauge!("cutover_replay_oldest_age_seconds", "route" => route.to_owned())
+        .set(oldest.as_secs_f64());
+}
+
+/// A secondary write put in the replay log (`ok`) or not (`error`: the
+/// client got an error instead).
+pub fn replay_appended(route: &str, outcome: &'static str) {
+    counter!("cutover_replay_appended_total", "route" => route.to_owned(), "outcome" => outcome)
+        .increment(1);
+}
+
+/// A replayed record its side applied, and how long the side took.
+pub fn replay_applied(route: &str, latency: Duration) {
+    counter!("cutover_replay_applied_total", "route" => route.to_owned()).increment(1);
+    histogram!("cutover_replay_apply_duration_seconds", "route" => route.to_owned())
+        .record(latency.as_secs_f64());
+}
+
+/// A replay attempt that failed: `unreachable`, `refused` (the side answered
+/// an error), `corrupt`, `unknown_upstream` or `log`.
+pub fn replay_failed(route: &str, reason: &'static str) {
+    counter!("cutover_replay_failed_total", "route" => route.to_owned(), "reason" => reason)
+        .increment(1);
+}

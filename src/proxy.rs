@@ -4,10 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::header::{HeaderMap, HeaderValue};
 
-use crate::routing::{Operation, ReadMode, Router, RoutingTable, Side};
+use crate::replay_log::RouteQueue;
+use crate::replayer::Replay;
+use crate::routing::{Operation, ReadMode, Router, RoutingTable, SecondaryFailure, Side};
 use crate::split::RoutingKey;
 use crate::upstream::Upstream;
 
@@ -20,6 +23,7 @@ pub struct Proxy {
     pub router: Router,
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
     pub default: Arc<Upstream>,
+    pub replay: Arc<Replay>,
 }
 
 /// Where one request goes.
@@ -41,6 +45,10 @@ pub struct OtherSide {
     pub collection: String,
     /// `wait` to set on the secondary's copy; `None` leaves the client's.
     pub wait: Option<bool>,
+    /// How long a dual write waits for this side.
+    pub timeout: Duration,
+    /// A dual write's secondary under `replay`: its route's log.
+    pub replay: Option<Arc<RouteQueue>>,
 }
 
 /// A routed request's logical collection and its name on the chosen side.
@@ -86,6 +94,8 @@ impl Proxy {
                 upstream: self.upstreams[&target.upstream].clone(),
                 collection: target.collection.clone(),
                 wait,
+                timeout: route.secondary_timeout,
+                replay: None,
             }
         };
         let (side, fallback) = match (operation, route.reads.mode) {
@@ -108,9 +118,11 @@ impl Proxy {
                 "collection change on a routed name goes to the primary only"
             );
         }
-        let secondary = route
-            .secondary_for(operation)
-            .map(|side| other_side(side, route.secondary_wait));
+        let secondary = route.secondary_for(operation).map(|side| OtherSide {
+            replay: (route.on_secondary_failure == SecondaryFailure::Replay)
+                .then(|| self.replay.queue(&route.collection)),
+            ..other_side(side, route.secondary_wait)
+        });
         Resolved {
             upstream: self.upstreams[&target.upstream].clone(),
             side: Some(side),

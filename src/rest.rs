@@ -11,6 +11,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_perc
 use tracing::Instrument;
 
 use crate::proxy::{Proxy, Resolved, request_span};
+use crate::replay_log::Record;
 use crate::routing::{Operation, ReadMode};
 use crate::upstream::{Protocol, ProxyBody, UpstreamError, full, read_whole, stream};
 use crate::write::{self, DualError};
@@ -191,19 +192,19 @@ async fn forward(
                     );
                 }
             };
-            let mut copy = crate::whole::copy_request(&parts, body.clone());
             let uri = renamed_uri(&original_uri, &other.collection);
-            *copy.uri_mut() = match other.wait {
+            let uri = match other.wait {
                 Some(wait) => with_wait(&uri, wait),
                 None => uri,
             };
+            let record = Record::new(Protocol::Rest, &other.upstream.name, &parts, &uri, body.clone());
             let first = (
                 resolved.side.expect("routed"),
                 &*resolved.upstream,
                 Request::from_parts(parts, full(body)),
             );
             if resolved.secondary.is_some() {
-                match write::dual(Protocol::Rest, &route, first, (other, copy)).await {
+                match write::dual(Protocol::Rest, &route, first, other, record, &proxy.replay).await {
                     Ok(response) => response,
                     Err(DualError::Primary(err)) => return unavailable(err),
                     Err(err) => {
@@ -215,7 +216,7 @@ async fn forward(
                     }
                 }
             } else {
-                match crate::whole::with_fallback(Protocol::Rest, &route, first, (other, copy))
+                match crate::whole::with_fallback(Protocol::Rest, &route, first, (other, record.to_request()))
                     .await
                 {
                     Ok((response, fell_back)) => {

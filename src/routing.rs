@@ -73,7 +73,7 @@ pub struct Reads {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SecondaryFailure {
-    /// Log the write durably and apply it later, in order (not built yet).
+    /// Log the write durably and apply it later, in order.
     #[default]
     Replay,
     /// The client gets an error naming the side.
@@ -108,6 +108,9 @@ pub struct Route {
     pub on_secondary_failure: SecondaryFailure,
     /// `wait` on the secondary of a dual write; `None`: as the client asked.
     pub secondary_wait: Option<bool>,
+    /// How long a dual write waits for its secondary.
+    #[serde(serialize_with = "millis", rename = "secondary_timeout_ms")]
+    pub secondary_timeout: std::time::Duration,
     pub reads: Reads,
 }
 
@@ -199,6 +202,7 @@ impl RoutingTable {
                     },
                     on_secondary_failure: r.on_secondary_failure.unwrap_or_default(),
                     secondary_wait: r.secondary_wait,
+                    secondary_timeout: std::time::Duration::from_millis(r.secondary_timeout_ms),
                     reads: Reads {
                         mode: reads.map(|reads| reads.mode).unwrap_or_default(),
                         key: reads
@@ -283,13 +287,6 @@ impl Router {
                 .routes
                 .get_mut(collection)
                 .ok_or_else(|| ChangeError::UnknownRoute(collection.to_owned()))?;
-            if change.writes == Some(WritePolicy::Dual)
-                && route.on_secondary_failure == SecondaryFailure::Replay
-            {
-                return Err(ChangeError::Refused(format!(
-                    "route `{collection}`: dual writes need on_secondary_failure = \"fail\" in the config until the replay log is built"
-                )));
-            }
             let mut new = (**route).clone();
             if let Some(percent) = change.green_percent {
                 new.policy.green_basis_points = crate::split::basis_points(percent).map_err(ChangeError::Refused)?;
@@ -358,24 +355,19 @@ fn record_shares(table: &RoutingTable) {
     }
 }
 
+fn millis<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
 /// Puts kept policies (from the state file, or live ones across a reload)
-/// on the routes that still exist, unless the config no longer allows them.
+/// on the routes that still exist.
 fn apply_policies(table: &mut RoutingTable, policies: &BTreeMap<String, Policy>) {
     for (name, policy) in policies {
         if let Some(route) = table.routes.get_mut(name) {
             let mut new = (**route).clone();
             new.policy.primary = policy.primary;
             new.policy.green_basis_points = policy.green_basis_points;
-            if policy.writes == WritePolicy::Dual
-                && new.on_secondary_failure == SecondaryFailure::Replay
-            {
-                tracing::warn!(
-                    route = %name,
-                    "kept policy says dual writes, but the config's on_secondary_failure no longer allows them; writes follow the config"
-                );
-            } else {
-                new.policy.writes = policy.writes;
-            }
+            new.policy.writes = policy.writes;
             *route = Arc::new(new);
         }
     }
@@ -472,30 +464,5 @@ green = {{ upstream = "green", collection = "docs_v2" }}
                 green_basis_points: 500,
             }
         );
-    }
-
-    #[test]
-    fn kept_dual_writes_need_the_config_to_still_allow_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let router = Router::new(&config(dir.path(), "on_secondary_failure = \"fail\"")).unwrap();
-        let dual = PolicyChange {
-            writes: Some(WritePolicy::Dual),
-            ..Default::default()
-        };
-        router.change("docs", dual).unwrap();
-        assert_eq!(
-            router.load().get("docs").unwrap().policy.writes,
-            WritePolicy::Dual
-        );
-        // The config now leaves on_secondary_failure at its default (replay, not built).
-        let again = Router::new(&config(dir.path(), "")).unwrap();
-        assert_eq!(
-            again.load().get("docs").unwrap().policy.writes,
-            WritePolicy::BlueOnly
-        );
-        assert!(matches!(
-            again.change("docs", dual),
-            Err(ChangeError::Refused(_))
-        ));
     }
 }

@@ -14,6 +14,8 @@ use crate::admin::Admin;
 use crate::config::{ClientApiKey, Config, RemoteSpec, UpstreamSpec};
 use crate::embedded::EmbeddedUpstream;
 use crate::proxy::Proxy;
+use crate::replay_log::{Fsync, ReplayLog};
+use crate::replayer::Replay;
 use crate::routing::Router;
 use crate::upstream::Upstream;
 
@@ -29,6 +31,7 @@ pub struct Running {
     pub admin: Arc<Admin>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    replay: Arc<Replay>,
     embedded: Vec<EmbeddedUpstream>,
 }
 
@@ -57,10 +60,16 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         );
     }
     let router = Router::new(&config).map_err(|e| StartError(e.to_string()))?;
+    let (shutdown, _) = watch::channel(false);
+    let replay_dir = config.replay_dir();
+    let log = ReplayLog::open(&replay_dir, config.replay.fsync)
+        .map_err(|e| StartError(format!("{}: {e}", replay_dir.display())))?;
+    let replay = Replay::start(Arc::new(log), upstreams.clone(), shutdown.subscribe());
     let proxy = Arc::new(Proxy {
         default: upstreams[config.default_upstream.get_ref()].clone(),
         upstreams,
         router,
+        replay: replay.clone(),
     });
     let admin = Arc::new(Admin {
         proxy: proxy.clone(),
@@ -80,8 +89,15 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     let addr = |l: &TcpListener| l.local_addr().map_err(|e| StartError(e.to_string()));
     let (grpc_addr, rest_addr, admin_addr) = (addr(&grpc)?, addr(&rest)?, addr(&admin_listener)?);
 
-    let (shutdown, _) = watch::channel(false);
     let mut tasks = Vec::new();
+    if config.replay.fsync == Fsync::Interval {
+        let every = Duration::from_millis(config.replay.fsync_interval_ms);
+        tasks.push(tokio::spawn(persist_every(
+            replay.clone(),
+            every,
+            shutdown.subscribe(),
+        )));
+    }
     let p = proxy.clone();
     tasks.push(tokio::spawn(crate::server::serve(
         grpc,
@@ -114,6 +130,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         admin,
         shutdown,
         tasks,
+        replay,
         embedded,
     })
 }
@@ -124,6 +141,10 @@ impl Running {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;
+        }
+        self.replay.stop().await;
+        if let Err(err) = self.replay.log.persist() {
+            tracing::error!(%err, "replay log: the last records may not be on disk");
         }
         for upstream in self.embedded {
             upstream.stop().await;
@@ -165,6 +186,23 @@ async fn reload_on_sighup(admin: Arc<Admin>, mut shutdown: watch::Receiver<bool>
                 }
             },
             _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+/// The `fsync = "interval"` policy: the log reaches the disk on a tick.
+async fn persist_every(replay: Arc<Replay>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let log = replay.log.clone();
+        match tokio::task::spawn_blocking(move || log.persist()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::error!(%err, "replay log: fsync failed"),
+            Err(err) => tracing::error!(%err, "replay log: fsync task failed"),
         }
     }
 }

@@ -6,7 +6,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::header::HeaderMap;
-use hyper::http::request::Parts;
 use hyper::{Request, Response};
 
 use crate::upstream::{Protocol, ProxyBody, Upstream, UpstreamError, full};
@@ -100,16 +99,6 @@ pub async fn answer(
         },
         latency,
     ))
-}
-
-/// A second copy of a request: same method, path, version and headers.
-pub fn copy_request(parts: &Parts, body: Bytes) -> Request<ProxyBody> {
-    let mut request = Request::new(full(body));
-    *request.method_mut() = parts.method.clone();
-    *request.uri_mut() = parts.uri.clone();
-    *request.version_mut() = parts.version;
-    *request.headers_mut() = parts.headers.clone();
-    request
 }
 
 /// Sends a split read to green; if green fails it (unreachable, or an error

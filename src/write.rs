@@ -1,14 +1,21 @@
 //! Dual writes: one write sent to both sides concurrently, so its latency is
 //! that of the slower side, not their sum. The client gets the primary's
-//! answer. A secondary that fails is, under `on_secondary_failure = "fail"`,
-//! an error to the client naming that side; the replay log that will make
-//! `replay` the default is not built yet.
+//! answer. A secondary that fails, or has not answered within the route's
+//! `secondary_timeout_ms`, is under `replay` appended to the route's replay
+//! log (the client gets the primary's answer once it is on disk), and under
+//! `fail` an error to the client naming that side.
+//!
+//! While a route's log holds records (or is paused), new secondary writes go
+//! behind them without being sent, so the secondary applies writes in the
+//! order the primary did.
 
 use std::time::Duration;
 
 use hyper::{Request, Response};
 
 use crate::proxy::OtherSide;
+use crate::replay_log::Record;
+use crate::replayer::Replay;
 use crate::routing::Side;
 use crate::upstream::{Protocol, ProxyBody, Upstream, UpstreamError};
 use crate::whole::{Answer, answer};
@@ -26,47 +33,113 @@ pub enum DualError {
     },
 }
 
-/// Sends `primary` and `secondary` concurrently; answers the primary's
-/// response, whole, when both sides applied the write (or the primary
-/// refused it, which the client must see as it is).
+/// Sends `primary` and the secondary's `record`; answers the primary's
+/// response, whole, when the secondary applied the write or it is in the
+/// replay log (or when the primary refused it, which the client must see).
 pub async fn dual(
     protocol: Protocol,
     route: &str,
     primary: (Side, &Upstream, Request<ProxyBody>),
-    secondary: (&OtherSide, Request<ProxyBody>),
+    secondary: &OtherSide,
+    record: Record,
+    replay: &Replay,
 ) -> Result<Response<ProxyBody>, DualError> {
     let (primary_side, primary_upstream, primary_request) = primary;
-    let (secondary, secondary_request) = secondary;
+    let count = |side: Side, outcome: &'static str| {
+        crate::metrics::dual_write(protocol.as_str(), route, side, outcome);
+    };
+    let queue = secondary.replay.as_ref();
+    if let Some(queue) = queue.filter(|q| q.holding()) {
+        // Behind a non-empty log: the primary first, then the log.
+        let first = answer_counted(primary_upstream, protocol, primary_request, primary_side, route).await?;
+        if first.succeeded(protocol) {
+            count(secondary.side, "queued");
+            return log_behind(primary_side, secondary, replay, queue, record, first).await;
+        }
+        return Ok(first.into_response());
+    }
+    let secondary_request = record.to_request();
     let (first, second) = tokio::join!(
-        answer(primary_upstream, protocol, primary_request),
-        answer(&secondary.upstream, protocol, secondary_request),
+        answer_counted(primary_upstream, protocol, primary_request, primary_side, route),
+        tokio::time::timeout(
+            secondary.timeout,
+            answer(&secondary.upstream, protocol, secondary_request)
+        ),
     );
-    let outcome = |result: &Result<(Answer, Duration), UpstreamError>| match result {
-        Ok((answer, _)) if answer.succeeded(protocol) => "ok",
-        Ok(_) => "error",
+    let failure = match second {
+        Ok(Ok((answer, latency))) if answer.succeeded(protocol) => {
+            crate::metrics::upstream_latency(protocol.as_str(), Some(secondary.side), latency);
+            count(secondary.side, "ok");
+            None
+        }
+        Ok(Ok((answer, _))) => {
+            count(secondary.side, "error");
+            Some(answer.failure(protocol))
+        }
+        Ok(Err(err)) => {
+            count(secondary.side, "unreachable");
+            Some(err.to_string())
+        }
+        Err(_) => {
+            count(secondary.side, "timeout");
+            Some(format!(
+                "upstream `{}` did not answer within the route's secondary_timeout_ms ({} ms)",
+                secondary.upstream.name,
+                secondary.timeout.as_millis()
+            ))
+        }
+    };
+    let first = first?;
+    let Some(message) = failure.filter(|_| first.succeeded(protocol)) else {
+        return Ok(first.into_response());
+    };
+    tracing::warn!(route, secondary = secondary.side.as_str(), %message, "dual write: the secondary failed");
+    match queue {
+        Some(queue) => log_behind(primary_side, secondary, replay, queue, record, first).await,
+        None => Err(DualError::Secondary {
+            primary: primary_side.as_str(),
+            secondary: secondary.side.as_str(),
+            message,
+        }),
+    }
+}
+
+/// The primary's answer once the secondary's write is in the log; if it
+/// cannot be logged, an error that says the primary applied it.
+async fn log_behind(
+    primary: Side,
+    secondary: &OtherSide,
+    replay: &Replay,
+    queue: &std::sync::Arc<crate::replay_log::RouteQueue>,
+    record: Record,
+    first: Answer,
+) -> Result<Response<ProxyBody>, DualError> {
+    match replay.append(queue, record).await {
+        Ok(()) => Ok(first.into_response()),
+        Err(err) => Err(DualError::Secondary {
+            primary: primary.as_str(),
+            secondary: secondary.side.as_str(),
+            message: format!("and the write could not be put in the replay log: {err}"),
+        }),
+    }
+}
+
+/// The primary's answer, counted and timed.
+async fn answer_counted(
+    upstream: &Upstream,
+    protocol: Protocol,
+    request: Request<ProxyBody>,
+    side: Side,
+    route: &str,
+) -> Result<Answer, UpstreamError> {
+    let result = answer(upstream, protocol, request).await;
+    let outcome = match &result {
+        Ok((answer, latency)) => {
+            crate::metrics::upstream_latency(protocol.as_str(), Some(side), *latency);
+            if answer.succeeded(protocol) { "ok" } else { "error" }
+        }
         Err(_) => "unreachable",
     };
-    for (side, result) in [(primary_side, &first), (secondary.side, &second)] {
-        crate::metrics::dual_write(protocol.as_str(), route, side, outcome(result));
-        if let Ok((_, latency)) = result {
-            crate::metrics::upstream_latency(protocol.as_str(), Some(side), *latency);
-        }
-    }
-    let (first, _) = first?;
-    let secondary_failure = match second {
-        Ok((answer, _)) if answer.succeeded(protocol) => None,
-        Ok((answer, _)) => Some(answer.failure(protocol)),
-        Err(err) => Some(err.to_string()),
-    };
-    match secondary_failure {
-        Some(message) if first.succeeded(protocol) => {
-            tracing::warn!(route, secondary = secondary.side.as_str(), %message, "dual write: the secondary failed");
-            Err(DualError::Secondary {
-                primary: primary_side.as_str(),
-                secondary: secondary.side.as_str(),
-                message,
-            })
-        }
-        _ => Ok(first.into_response()),
-    }
+    crate::metrics::dual_write(protocol.as_str(), route, side, outcome);
+    result.map(|(answer, _): (Answer, Duration)| answer)
 }

@@ -397,14 +397,10 @@ async fn admin_needs_its_token_and_is_not_on_the_public_listeners() {
         .admin(
             reqwest::Method::PATCH,
             "/routes/docs",
-            Some(json!({ "writes": "dual" })),
+            Some(json!({ "green_percent": 150 })),
         )
         .await;
-    assert_eq!(
-        status,
-        StatusCode::BAD_REQUEST,
-        "dual writes under the default replay policy need the replay log"
-    );
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a share above 100%");
     let (_, body) = s.admin(reqwest::Method::GET, "/routes", None).await;
     assert_eq!(body["version"], 1);
 
