@@ -173,14 +173,21 @@ async fn replay_api(
     let replay = &admin.proxy.replay;
     let response = match (method, segments) {
         (&Method::GET, ["replay"]) => {
-            let routes: Vec<Value> = replay.log.queues().iter().map(|q| replay_status(q)).collect();
+            let routes: Vec<Value> = replay
+                .log
+                .queues()
+                .iter()
+                .map(|q| replay_status(q))
+                .collect();
             json_response(
                 StatusCode::OK,
                 &json!({ "routes": routes, "disk_bytes": replay.log.disk_space() }),
             )
         }
         (&Method::POST, ["routes", name, "replay", action]) => {
-            if admin.proxy.router.load().get(name).is_none() && replay.log.queue(name).records() == 0 {
+            if admin.proxy.router.load().get(name).is_none()
+                && replay.log.queue(name).records() == 0
+            {
                 return Some(error(
                     StatusCode::NOT_FOUND,
                     &format!("no route for collection `{name}`"),
@@ -197,7 +204,10 @@ async fn replay_api(
                         .and_then(|t| t.parse::<f64>().ok())
                         .filter(|t| t.is_finite() && *t >= 0.0)
                         .unwrap_or(30.0);
-                    if !replay.drain(name, std::time::Duration::from_secs_f64(timeout)).await {
+                    if !replay
+                        .drain(name, std::time::Duration::from_secs_f64(timeout))
+                        .await
+                    {
                         return Some(json_response(
                             StatusCode::GATEWAY_TIMEOUT,
                             &json!({

@@ -612,10 +612,8 @@ blue"#,
             .replace("writes", "x")
             .replace("[[routes]]", "[[routes]]\nwrites = \"dual\"");
         Config::parse(&dual, "c.toml").expect("dual writes, replayed by default");
-        let (_, message) = refused(&dual.replace(
-            "[[routes]]",
-            "[[routes]]\nsecondary_timeout_ms = 0",
-        ));
+        let (_, message) =
+            refused(&dual.replace("[[routes]]", "[[routes]]\nsecondary_timeout_ms = 0"));
         assert!(message.contains("secondary_timeout_ms is 0"), "{message}");
         let fail = GOOD.replace(
             "[[routes]]",

@@ -237,7 +237,15 @@ async fn forward(
     } else {
         let resolved = proxy.resolve(&table, None, method.operation, |_| None);
         let request = Request::from_parts(parts, stream(body));
-        return send(method, &resolved, table.version, request, None, &proxy.replay).await;
+        return send(
+            method,
+            &resolved,
+            table.version,
+            request,
+            None,
+            &proxy.replay,
+        )
+        .await;
     };
     let resolved = proxy.resolve(&table, collection.as_deref(), method.operation, |key| {
         key.of(&parts.headers, &body)
@@ -337,7 +345,13 @@ async fn send(
                 &*resolved.upstream,
                 request,
             );
-            match crate::whole::with_fallback(Protocol::Grpc, &route, first, (fallback, copy.to_request())).await
+            match crate::whole::with_fallback(
+                Protocol::Grpc,
+                &route,
+                first,
+                (fallback, copy.to_request()),
+            )
+            .await
             {
                 Ok((response, false)) => response,
                 Ok((response, true)) => {

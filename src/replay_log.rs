@@ -193,6 +193,14 @@ impl From<fjall::Error> for LogError {
     }
 }
 
+/// A route's oldest record: where it is, its size, and the record (or why
+/// it cannot be read).
+pub struct Head {
+    pub seq: u64,
+    pub size: u64,
+    pub record: Result<Record, String>,
+}
+
 /// The log of every route, in one store.
 pub struct ReplayLog {
     db: Database,
@@ -258,7 +266,12 @@ impl RouteQueue {
     }
 
     fn record_metrics(&self) {
-        crate::metrics::replay_backlog(&self.route, self.records(), self.bytes(), self.oldest_age());
+        crate::metrics::replay_backlog(
+            &self.route,
+            self.records(),
+            self.bytes(),
+            self.oldest_age(),
+        );
     }
 }
 
@@ -368,19 +381,17 @@ impl ReplayLog {
         Ok(())
     }
 
-    /// The route's oldest record: its sequence number, size, and the record
-    /// (or why it cannot be read).
-    pub fn head(
-        &self,
-        queue: &RouteQueue,
-    ) -> Result<Option<(u64, u64, Result<Record, String>)>, LogError> {
+    /// The route's oldest record.
+    pub fn head(&self, queue: &RouteQueue) -> Result<Option<Head>, LogError> {
         let Some(item) = self.records.prefix(&queue.prefix).next() else {
             return Ok(None);
         };
         let (key, value) = item.into_inner()?;
-        let seq = route_of(&key).map_or(0, |(_, seq)| seq);
-        let size = value.len() as u64;
-        Ok(Some((seq, size, Record::decode(value.into()))))
+        Ok(Some(Head {
+            seq: route_of(&key).map_or(0, |(_, seq)| seq),
+            size: value.len() as u64,
+            record: Record::decode(value.into()),
+        }))
     }
 
     /// Removes an applied record, durably: a crash must not apply it twice
@@ -395,7 +406,10 @@ impl ReplayLog {
         if queue.records.fetch_sub(1, Ordering::AcqRel) == 1 {
             queue.oldest_ms.store(0, Ordering::Release);
             queue.emptied.notify_waiters();
-        } else if let Ok(Some((_, _, Ok(next)))) = self.head(queue) {
+        } else if let Ok(Some(Head {
+            record: Ok(next), ..
+        })) = self.head(queue)
+        {
             queue.oldest_ms.store(next.enqueued_ms, Ordering::Release);
         }
         queue.record_metrics();
@@ -467,9 +481,9 @@ mod tests {
                 log.append(&docs, record(body)).unwrap();
             }
             log.append(&other, record(b"x")).unwrap();
-            let (seq, size, first) = log.head(&docs).unwrap().unwrap();
-            assert_eq!(first.unwrap().body, "1");
-            log.remove(&docs, seq, size).unwrap();
+            let head = log.head(&docs).unwrap().unwrap();
+            assert_eq!(head.record.unwrap().body, "1");
+            log.remove(&docs, head.seq, head.size).unwrap();
             assert_eq!(docs.records(), 2);
             assert!(docs.holding());
         }
@@ -477,9 +491,9 @@ mod tests {
         let docs = log.queue("docs");
         assert_eq!(docs.records(), 2);
         let mut bodies = Vec::new();
-        while let Some((seq, size, record)) = log.head(&docs).unwrap() {
-            bodies.push(record.unwrap().body);
-            log.remove(&docs, seq, size).unwrap();
+        while let Some(head) = log.head(&docs).unwrap() {
+            bodies.push(head.record.unwrap().body);
+            log.remove(&docs, head.seq, head.size).unwrap();
         }
         assert_eq!(bodies, ["2", "3"]);
         assert!(!docs.holding());
@@ -487,6 +501,6 @@ mod tests {
         assert_eq!(log.queue("docs2").records(), 1);
         // New records go after the old ones, not over them.
         log.append(&docs, record(b"4")).unwrap();
-        assert_eq!(log.head(&docs).unwrap().unwrap().2.unwrap().body, "4");
+        assert_eq!(log.head(&docs).unwrap().unwrap().record.unwrap().body, "4");
     }
 }

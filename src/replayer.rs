@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::replay_log::{Record, ReplayLog, RouteQueue};
+use crate::replay_log::{Head, Record, ReplayLog, RouteQueue};
 use crate::upstream::Upstream;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -143,7 +143,7 @@ impl Replay {
             .await
             .map_err(|e| Failure::Stuck("log", e.to_string()))?
             .map_err(|e| Failure::Stuck("log", e.to_string()))?;
-        let Some((seq, size, record)) = head else {
+        let Some(Head { seq, size, record }) = head else {
             return Ok(());
         };
         let record = record.map_err(|e| Failure::Stuck("corrupt", format!("record {seq}: {e}")))?;

@@ -197,14 +197,21 @@ async fn forward(
                 Some(wait) => with_wait(&uri, wait),
                 None => uri,
             };
-            let record = Record::new(Protocol::Rest, &other.upstream.name, &parts, &uri, body.clone());
+            let record = Record::new(
+                Protocol::Rest,
+                &other.upstream.name,
+                &parts,
+                &uri,
+                body.clone(),
+            );
             let first = (
                 resolved.side.expect("routed"),
                 &*resolved.upstream,
                 Request::from_parts(parts, full(body)),
             );
             if resolved.secondary.is_some() {
-                match write::dual(Protocol::Rest, &route, first, other, record, &proxy.replay).await {
+                match write::dual(Protocol::Rest, &route, first, other, record, &proxy.replay).await
+                {
                     Ok(response) => response,
                     Err(DualError::Primary(err)) => return unavailable(err),
                     Err(err) => {
@@ -216,8 +223,13 @@ async fn forward(
                     }
                 }
             } else {
-                match crate::whole::with_fallback(Protocol::Rest, &route, first, (other, record.to_request()))
-                    .await
+                match crate::whole::with_fallback(
+                    Protocol::Rest,
+                    &route,
+                    first,
+                    (other, record.to_request()),
+                )
+                .await
                 {
                     Ok((response, fell_back)) => {
                         if fell_back {

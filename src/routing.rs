@@ -289,7 +289,8 @@ impl Router {
                 .ok_or_else(|| ChangeError::UnknownRoute(collection.to_owned()))?;
             let mut new = (**route).clone();
             if let Some(percent) = change.green_percent {
-                new.policy.green_basis_points = crate::split::basis_points(percent).map_err(ChangeError::Refused)?;
+                new.policy.green_basis_points =
+                    crate::split::basis_points(percent).map_err(ChangeError::Refused)?;
             }
             new.policy.primary = change.primary.unwrap_or(new.policy.primary);
             new.policy.writes = change.writes.unwrap_or(new.policy.writes);

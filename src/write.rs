@@ -51,7 +51,14 @@ pub async fn dual(
     let queue = secondary.replay.as_ref();
     if let Some(queue) = queue.filter(|q| q.holding()) {
         // Behind a non-empty log: the primary first, then the log.
-        let first = answer_counted(primary_upstream, protocol, primary_request, primary_side, route).await?;
+        let first = answer_counted(
+            primary_upstream,
+            protocol,
+            primary_request,
+            primary_side,
+            route,
+        )
+        .await?;
         if first.succeeded(protocol) {
             count(secondary.side, "queued");
             return log_behind(primary_side, secondary, replay, queue, record, first).await;
@@ -60,7 +67,13 @@ pub async fn dual(
     }
     let secondary_request = record.to_request();
     let (first, second) = tokio::join!(
-        answer_counted(primary_upstream, protocol, primary_request, primary_side, route),
+        answer_counted(
+            primary_upstream,
+            protocol,
+            primary_request,
+            primary_side,
+            route
+        ),
         tokio::time::timeout(
             secondary.timeout,
             answer(&secondary.upstream, protocol, secondary_request)
@@ -136,7 +149,11 @@ async fn answer_counted(
     let outcome = match &result {
         Ok((answer, latency)) => {
             crate::metrics::upstream_latency(protocol.as_str(), Some(side), *latency);
-            if answer.succeeded(protocol) { "ok" } else { "error" }
+            if answer.succeeded(protocol) {
+                "ok"
+            } else {
+                "error"
+            }
         }
         Err(_) => "unreachable",
     };

@@ -21,19 +21,6 @@ on_secondary_failure = "fail"
 secondary_wait = false
 "#;
 
-/// Every point of a collection, straight from its upstream, in id order.
-async fn all_points(http: &reqwest::Client, rest_url: &str, collection: &str) -> Value {
-    let body = json!({ "limit": 100000, "with_payload": true, "with_vector": true });
-    let response = http
-        .post(format!("{rest_url}/collections/{collection}/points/scroll"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success());
-    response.json::<Value>().await.unwrap()["result"]["points"].clone()
-}
-
 fn payload(value: Value) -> std::collections::HashMap<String, pb::Value> {
     qdrant_client::Payload::try_from(value).unwrap().into()
 }

@@ -99,7 +99,8 @@ pub struct Endpoint {
 }
 
 /// cutover's config: `blue` the default upstream; with `green`, a route for
-/// `collection` writing to both (`writes = "dual"`, errors named on failure).
+/// `collection` writing to both (`writes = "dual"`, a failed secondary write
+/// replayed from the log, as by default).
 pub fn cutover_config(
     dir: &Path,
     name: &str,
@@ -117,13 +118,17 @@ grpc = "127.0.0.1:0"
 admin = "127.0.0.1:0"
 allow_unauthenticated_admin = true
 
+[replay]
+dir = "{replay}"
+
 [upstreams.blue]
 rest = "{}"
 grpc = "{}"
 "#,
         blue.rest,
         blue.grpc,
-        state = dir.join(format!("{name}-state.json")).display()
+        state = dir.join(format!("{name}-state.json")).display(),
+        replay = dir.join(format!("{name}-replay")).display(),
     );
     if let Some((green, collection)) = green {
         text.push_str(&format!(
@@ -137,7 +142,6 @@ collection = "{collection}"
 blue = {{ upstream = "blue", collection = "{collection}" }}
 green = {{ upstream = "green", collection = "{collection}" }}
 writes = "dual"
-on_secondary_failure = "fail"
 "#,
             green.rest, green.grpc
         ));

@@ -3,6 +3,8 @@
 //! the engine's against.
 #![allow(dead_code)]
 
+pub mod faulty;
+
 use std::net::SocketAddr;
 
 use cutover::embedded::EmbeddedUpstream;
@@ -182,6 +184,17 @@ pub fn proxy_config(
     dir: &std::path::Path,
     routes: &str,
 ) -> String {
+    let urls = |u: &EmbeddedUpstream| (u.rest_url(), u.grpc_url());
+    proxy_config_urls(urls(blue), urls(green), dir, routes)
+}
+
+/// The same config, with each side's (REST, gRPC) URLs given.
+pub fn proxy_config_urls(
+    (blue_rest, blue_grpc): (String, String),
+    (green_rest, green_grpc): (String, String),
+    dir: &std::path::Path,
+    routes: &str,
+) -> String {
     std::fs::write(dir.join("admin-token"), ADMIN_TOKEN).unwrap();
     format!(
         r#"
@@ -206,10 +219,6 @@ grpc = "{green_grpc}"
 "#,
         state = dir.join("state.json").display(),
         token = dir.join("admin-token").display(),
-        blue_rest = blue.rest_url(),
-        blue_grpc = blue.grpc_url(),
-        green_rest = green.rest_url(),
-        green_grpc = green.grpc_url(),
     )
 }
 
@@ -284,4 +293,36 @@ pub async fn assert_metrics_contain(admin_url: &str, needles: &[&str]) {
     for needle in needles {
         assert!(metrics.contains(needle), "{needle} in\n{metrics}");
     }
+}
+
+/// Every point of a collection, straight from its upstream, in id order,
+/// with payloads and vectors.
+pub async fn all_points(http: &reqwest::Client, rest_url: &str, collection: &str) -> Value {
+    let body = json!({ "limit": 100000, "with_payload": true, "with_vector": true });
+    let response = http
+        .post(format!("{rest_url}/collections/{collection}/points/scroll"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    response.json::<Value>().await.unwrap()["result"]["points"].clone()
+}
+
+/// Calls the admin API with the test token: (status, JSON body).
+pub async fn admin_call(
+    admin_url: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (reqwest::StatusCode, Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, format!("{admin_url}{path}"))
+        .bearer_auth(ADMIN_TOKEN);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
 }
