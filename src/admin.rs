@@ -47,7 +47,15 @@ impl Admin {
                 }
             }
         }
-        self.proxy.router.reload(&config).map_err(|e| e.to_string())
+        let table = self
+            .proxy
+            .router
+            .reload(&config)
+            .map_err(|e| e.to_string())?;
+        // Re-read the targets' vector sizes (the reload itself does not wait).
+        let proxy = self.proxy.clone();
+        tokio::runtime::Handle::current().spawn(async move { proxy.refresh_schemas().await });
+        Ok(table)
     }
 }
 

@@ -10,8 +10,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::embedder::{EmbedApi, EmbedSpec};
 use crate::replay_log::Fsync;
 use crate::routing::{ReadMode, SecondaryFailure, Side, WritePolicy};
+use crate::transform::Transform;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -124,6 +126,83 @@ pub struct RouteConfig {
     pub secondary_timeout_ms: u64,
     /// How searches, queries and recommendations are served.
     pub reads: Option<Spanned<ReadsConfig>>,
+    /// How green's copy of a write is made.
+    pub transform: Option<Spanned<TransformConfig>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransformKind {
+    Same,
+    Named,
+    Embed,
+}
+
+/// `transform = { kind = "same" | "named" | "embed", ... }`; the rest is for `embed`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformConfig {
+    pub kind: TransformKind,
+    /// The payload field whose text is embedded.
+    pub text_field: Option<String>,
+    /// The embedding endpoint, e.g. `http://tei:8080/embed`.
+    pub url: Option<String>,
+    #[serde(default = "default_embed_api")]
+    pub api: EmbedApi,
+    pub model: Option<String>,
+    /// Green's vector name; unset for its unnamed vector.
+    pub vector: Option<String>,
+    #[serde(default = "default_embed_batch")]
+    pub batch_size: usize,
+    #[serde(default = "default_embed_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_embed_retries")]
+    pub retries: u32,
+}
+
+fn default_embed_api() -> EmbedApi {
+    EmbedApi::Openai
+}
+fn default_embed_batch() -> usize {
+    32
+}
+fn default_embed_timeout_ms() -> u64 {
+    10_000
+}
+fn default_embed_retries() -> u32 {
+    2
+}
+
+impl TransformConfig {
+    pub fn to_transform(&self) -> Result<Transform, String> {
+        Ok(match self.kind {
+            TransformKind::Same => Transform::Same,
+            TransformKind::Named => Transform::Named,
+            TransformKind::Embed => {
+                let (Some(url), Some(text_field)) = (&self.url, &self.text_field) else {
+                    return Err("transform `embed` needs `url` (the embedding endpoint) and `text_field` (the payload field to embed)".into());
+                };
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(format!(
+                        "transform url `{url}` is not an http:// or https:// URL"
+                    ));
+                }
+                if self.batch_size == 0 {
+                    return Err("transform batch_size is 0; give it at least 1".into());
+                }
+                Transform::Embed(EmbedSpec {
+                    url: url.clone(),
+                    api: self.api,
+                    model: self.model.clone(),
+                    text_field: text_field.clone(),
+                    vector: self.vector.clone(),
+                    batch_size: self.batch_size,
+                    timeout_ms: self.timeout_ms,
+                    retries: self.retries,
+                })
+            }
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -348,6 +427,14 @@ impl Config {
                         r.collection, blue.collection, blue.upstream
                     ),
                 ));
+            }
+            if let Some(transform) = &r.transform {
+                transform.get_ref().to_transform().map_err(|e| {
+                    (
+                        transform.span().start,
+                        format!("route `{}`: {e}", r.collection),
+                    )
+                })?;
             }
             if r.secondary_timeout_ms == 0 {
                 return Err((

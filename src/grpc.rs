@@ -14,7 +14,7 @@ use hyper::{Request, Response};
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 use tracing::Instrument;
 
-use crate::proxy::{Names, Proxy, Resolved, request_span};
+use crate::proxy::{Names, Proxy, Resolved, ShapeError, request_span};
 use crate::replay_log::Record;
 use crate::replayer::Replay;
 use crate::routing::Operation;
@@ -247,9 +247,36 @@ async fn forward(
         )
         .await;
     };
-    let resolved = proxy.resolve(&table, collection.as_deref(), method.operation, |key| {
+    let mut resolved = proxy.resolve(&table, collection.as_deref(), method.operation, |key| {
         key.of(&parts.headers, &body)
     });
+    // A write carrying vectors is shaped for each side's collection.
+    let (body, mut other_body, pending) = match proxy
+        .shape_write(&table, &mut resolved, Protocol::Grpc, method.label, &body)
+        .await
+    {
+        Ok(Some(shaped)) => {
+            let (other, pending) = shaped.secondary.unzip();
+            (shaped.primary, other, pending.flatten())
+        }
+        Ok(None) => (body.clone(), Some(body), None),
+        Err(err) => {
+            let code = match err {
+                ShapeError::Refused(_) => Code::InvalidArgument,
+                ShapeError::Embedding(_) => Code::Unavailable,
+            };
+            resolved.record_in_span();
+            tracing::warn!(%err, "write refused");
+            crate::metrics::request(
+                "grpc",
+                method.label,
+                resolved.route_label(),
+                resolved.side,
+                "refused",
+            );
+            return status_response(code, &err.to_string());
+        }
+    };
     let cannot_rename = || {
         status_response(
             Code::InvalidArgument,
@@ -261,24 +288,29 @@ async fn forward(
         parts.headers.remove(hyper::header::CONTENT_LENGTH);
     }
     // The other side's copy: a dual write's secondary, or a split read's fallback.
-    let other = match resolved.secondary.as_ref().or(resolved.fallback.as_ref()) {
-        Some(other) => match rename(&body, &other.collection) {
+    let other = match (
+        resolved.secondary.as_ref().or(resolved.fallback.as_ref()),
+        other_body.take(),
+    ) {
+        (Some(other), Some(other_body)) => match rename(&other_body, &other.collection) {
             Some(copy) => {
                 let copy = match other.wait {
                     Some(wait) => with_wait(&copy, wait).unwrap_or(copy),
                     None => copy,
                 };
-                Some(Record::new(
+                let mut record = Record::new(
                     Protocol::Grpc,
                     &other.upstream.name,
                     &parts,
                     &parts.uri,
                     copy,
-                ))
+                );
+                record.embed = pending;
+                Some(record)
             }
             None => return cannot_rename(),
         },
-        None => None,
+        _ => None,
     };
     let body = match &resolved.names.physical {
         Some(physical) => match rename(&body, physical) {

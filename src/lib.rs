@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod config;
 pub mod embedded;
+pub mod embedder;
 pub mod grpc;
 pub mod metrics;
 pub mod proxy;
@@ -14,6 +15,7 @@ pub mod routing;
 pub mod serve;
 pub mod server;
 pub mod split;
+pub mod transform;
 pub mod upstream;
 pub mod whole;
 pub mod write;

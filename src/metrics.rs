@@ -147,3 +147,10 @@ pub fn replay_failed(route: &str, reason: &'static str) {
     counter!("cutover_replay_failed_total", "route" => route.to_owned(), "reason" => reason)
         .increment(1);
 }
+
+/// A green transform's work on one write (`embed`: the embedding calls),
+/// how it ended and how long it took.
+pub fn transform(kind: &'static str, outcome: &'static str, elapsed: Duration) {
+    counter!("cutover_transforms_total", "kind" => kind, "outcome" => outcome).increment(1);
+    histogram!("cutover_transform_duration_seconds", "kind" => kind).record(elapsed.as_secs_f64());
+}

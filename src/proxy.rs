@@ -6,13 +6,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+use bytes::Bytes;
 use hyper::header::{HeaderMap, HeaderValue};
+
+use crate::embedder::EmbedSpec;
 
 use crate::replay_log::RouteQueue;
 use crate::replayer::Replay;
 use crate::routing::{Operation, ReadMode, Router, RoutingTable, SecondaryFailure, Side};
 use crate::split::RoutingKey;
-use crate::upstream::Upstream;
+use crate::transform::{Refusal, Schema, Schemas, Shaping};
+use crate::upstream::{Protocol, Upstream};
 
 /// Response header: the routing version the request was decided by.
 pub const VERSION_HEADER: &str = "x-cutover-routing-version";
@@ -24,6 +29,26 @@ pub struct Proxy {
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
     pub default: Arc<Upstream>,
     pub replay: Arc<Replay>,
+    /// Each route target's vector sizes, read at start and on reload.
+    pub schemas: ArcSwap<Schemas>,
+}
+
+/// A routed write, shaped for its sides.
+pub struct ShapedWrite {
+    pub primary: Bytes,
+    /// The secondary's copy (`None`: it gets none) and the embedding it still needs.
+    pub secondary: Option<(Bytes, Option<EmbedSpec>)>,
+}
+
+/// Why a write was not shaped.
+#[derive(Debug, thiserror::Error)]
+pub enum ShapeError {
+    /// It does not fit a side's collection: refused, nothing sent.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// Green is primary and its embedding failed: nothing sent.
+    #[error("green's embedding failed, nothing was written: {0}")]
+    Embedding(String),
 }
 
 /// Where one request goes.
@@ -59,6 +84,93 @@ pub struct Names {
 }
 
 impl Proxy {
+    /// Reads the vector sizes of every route's targets.
+    pub async fn refresh_schemas(&self) {
+        let table = self.router.load();
+        let targets: std::collections::BTreeSet<(String, String)> = table
+            .routes
+            .values()
+            .flat_map(|r| [&r.blue, &r.green])
+            .map(|t| (t.upstream.clone(), t.collection.clone()))
+            .collect();
+        let reads = targets
+            .into_iter()
+            .map(|(upstream, collection)| async move {
+                let schema = Schema::fetch(&self.upstreams[&upstream], &collection).await;
+                schema.map(|schema| ((upstream, collection), schema))
+            });
+        let schemas: Schemas = futures_util::future::join_all(reads)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        tracing::info!(targets = schemas.len(), "collection vector sizes read");
+        self.schemas.store(Arc::new(schemas));
+    }
+
+    /// Shapes a routed write (`label` is its method) for its sides: each
+    /// side's vectors checked and transformed for its collection. `Ok(None)`:
+    /// nothing to shape, the body goes as it came.
+    pub async fn shape_write(
+        &self,
+        table: &RoutingTable,
+        resolved: &mut Resolved,
+        protocol: Protocol,
+        label: &str,
+        body: &[u8],
+    ) -> Result<Option<ShapedWrite>, ShapeError> {
+        if !crate::transform::carries_vectors(label) {
+            return Ok(None);
+        }
+        let Some(route) = resolved.names.route.as_deref().and_then(|r| table.get(r)) else {
+            return Ok(None);
+        };
+        let schemas = self.schemas.load();
+        let schema =
+            |t: &crate::routing::Target| schemas.get(&(t.upstream.clone(), t.collection.clone()));
+        let shaping = Shaping {
+            transform: &route.transform,
+            blue: schema(&route.blue),
+            green: schema(&route.green),
+        };
+        if !shaping.applies() {
+            return Ok(None);
+        }
+        let shaped = match protocol {
+            Protocol::Grpc => shaping.grpc(label, body)?,
+            Protocol::Rest => shaping.rest(label, body)?,
+        };
+        let Some(shaped) = shaped else {
+            return Ok(None);
+        };
+        let primary_side = resolved.side.expect("a routed write has a side");
+        let primary = match (shaped.side(primary_side), &shaped.pending) {
+            (Some(body), Some(spec)) if primary_side == Side::Green => {
+                crate::transform::embed(spec, protocol, body)
+                    .await
+                    .map_err(ShapeError::Embedding)?
+            }
+            (Some(body), _) => body.clone(),
+            (None, _) => {
+                return Err(Refusal(format!(
+                    "route `{}`: vector updates cannot be made while green is primary under transform `embed`: green's vectors come from the text",
+                    route.collection
+                ))
+                .into());
+            }
+        };
+        let secondary = resolved.secondary.as_ref().and_then(|other| {
+            let pending = (other.side == Side::Green)
+                .then(|| shaped.pending.clone())
+                .flatten();
+            shaped.side(other.side).map(|body| (body.clone(), pending))
+        });
+        if secondary.is_none() {
+            resolved.secondary = None;
+        }
+        Ok(Some(ShapedWrite { primary, secondary }))
+    }
+
     /// Asks every upstream's health check, concurrently: (name, up).
     pub async fn upstream_health(&self) -> Vec<(String, bool)> {
         let checks = self.upstreams.iter().map(|(name, upstream)| async move {

@@ -20,6 +20,7 @@ use hyper::{Method, Request};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+use crate::embedder::EmbedSpec;
 use crate::upstream::{Protocol, ProxyBody, full};
 
 /// When appended records reach the disk.
@@ -37,7 +38,7 @@ pub enum Fsync {
 
 /// One secondary write, as it is to be sent: its collection already renamed
 /// for the side and `wait` set as the route says.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Record {
     pub protocol: Protocol,
     /// The upstream it goes to.
@@ -49,6 +50,8 @@ pub struct Record {
     pub body: Bytes,
     /// When it was appended, in milliseconds since the Unix epoch.
     pub enqueued_ms: u64,
+    /// Green's embeddings still to be computed before it is sent.
+    pub embed: Option<EmbedSpec>,
 }
 
 /// Headers not worth keeping: they describe one connection or one body.
@@ -76,7 +79,21 @@ impl Record {
             headers,
             body,
             enqueued_ms: 0,
+            embed: None,
         }
+    }
+
+    /// The record as it is to be sent: with its embeddings, if it still
+    /// needs them.
+    pub async fn ready(&self) -> Result<Record, String> {
+        let Some(spec) = &self.embed else {
+            return Ok(self.clone());
+        };
+        Ok(Record {
+            body: crate::transform::embed(spec, self.protocol, &self.body).await?,
+            embed: None,
+            ..self.clone()
+        })
     }
 
     /// The request to send, as it was made.
@@ -88,7 +105,8 @@ impl Record {
         request
     }
 
-    /// `crc32 | version | protocol | enqueued_ms | upstream | method | uri | headers | body`.
+    /// `crc32 | version | protocol | enqueued_ms | upstream | method | uri |
+    /// embed (JSON, empty for none) | headers | body`.
     fn encode(&self) -> Bytes {
         let mut out = BytesMut::with_capacity(64 + self.uri.len() + self.body.len());
         out.put_u32(0); // the checksum, filled in below
@@ -101,6 +119,11 @@ impl Record {
         put_bytes(&mut out, self.upstream.as_bytes());
         put_bytes(&mut out, self.method.as_str().as_bytes());
         put_bytes(&mut out, self.uri.as_bytes());
+        let embed = self
+            .embed
+            .as_ref()
+            .map(|spec| serde_json::to_vec(spec).expect("a spec serializes"));
+        put_bytes(&mut out, embed.as_deref().unwrap_or_default());
         out.put_u32(self.headers.len() as u32);
         for (name, value) in &self.headers {
             put_bytes(&mut out, name.as_str().as_bytes());
@@ -139,6 +162,11 @@ impl Record {
         let method = Method::from_bytes(&get_bytes(&mut bytes).ok_or_else(truncated)?)
             .map_err(|e| e.to_string())?;
         let uri = text(get_bytes(&mut bytes).ok_or_else(truncated)?)?;
+        let embed = get_bytes(&mut bytes).ok_or_else(truncated)?;
+        let embed = match embed.is_empty() {
+            true => None,
+            false => Some(serde_json::from_slice(&embed).map_err(|e| e.to_string())?),
+        };
         if bytes.remaining() < 4 {
             return Err(truncated());
         }
@@ -160,6 +188,7 @@ impl Record {
             headers,
             body: bytes,
             enqueued_ms,
+            embed,
         })
     }
 }
@@ -460,8 +489,18 @@ mod tests {
 
     #[test]
     fn a_record_survives_encoding_and_a_flipped_bit_is_caught() {
-        let record = record(b"{\"points\": []}");
+        let mut record = record(b"{\"points\": []}");
         assert!(!record.headers.contains_key("content-length"));
+        record.embed = Some(EmbedSpec {
+            url: "http://tei:8080/embed".into(),
+            api: crate::embedder::EmbedApi::Tei,
+            model: None,
+            text_field: "text".into(),
+            vector: Some("dense".into()),
+            batch_size: 8,
+            timeout_ms: 1000,
+            retries: 1,
+        });
         let encoded = record.encode();
         assert_eq!(Record::decode(encoded.clone()).unwrap(), record);
         for at in [0, 5, encoded.len() / 2, encoded.len() - 1] {

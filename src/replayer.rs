@@ -156,6 +156,10 @@ impl Replay {
                 ),
             )
         })?;
+        let record = record
+            .ready()
+            .await
+            .map_err(|e| Failure::Retry("transform", e))?;
         let (answer, latency) =
             crate::whole::answer(upstream, record.protocol, record.to_request())
                 .await

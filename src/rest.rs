@@ -10,7 +10,7 @@ use hyper::{Method, Request, Response, StatusCode, Uri};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use tracing::Instrument;
 
-use crate::proxy::{Proxy, Resolved, request_span};
+use crate::proxy::{Proxy, Resolved, ShapeError, request_span};
 use crate::replay_log::Record;
 use crate::routing::{Operation, ReadMode};
 use crate::upstream::{Protocol, ProxyBody, UpstreamError, full, read_whole, stream};
@@ -58,8 +58,8 @@ pub fn classify(method: &Method, path: &str) -> Classified {
         (&Method::POST, ["points", "delete"]) => ("delete", Write),
         (&Method::POST | &Method::PUT, ["points", "payload"]) => ("payload", Write),
         (&Method::POST, ["points", "payload", "delete" | "clear"]) => ("payload", Write),
-        (&Method::PUT, ["points", "vectors"]) => ("vectors", Write),
-        (&Method::POST, ["points", "vectors", "delete"]) => ("vectors", Write),
+        (&Method::PUT, ["points", "vectors"]) => ("update_vectors", Write),
+        (&Method::POST, ["points", "vectors", "delete"]) => ("delete_vectors", Write),
         (&Method::POST, ["points", "batch"]) => ("batch", Write),
         (_, ["index", ..]) => ("index", Write),
         (_, ["points", "search", ..]) => ("search", Query),
@@ -132,13 +132,61 @@ async fn forward(
         RequestBody::Whole(bytes) => bytes,
         RequestBody::Streaming(_) => &no_body,
     };
-    let resolved = proxy.resolve(
+    let mut resolved = proxy.resolve(
         &table,
         classified.collection.as_deref(),
         classified.operation,
         |key| key.of(&parts.headers, key_body),
     );
     resolved.record_in_span();
+    // A routed write carrying vectors is shaped for each side's collection.
+    let (body, other_body, pending) =
+        if resolved.side.is_some() && crate::transform::carries_vectors(classified.label) {
+            let whole = match body.whole().await {
+                Ok(whole) => whole,
+                Err(err) => {
+                    return error_response(
+                        StatusCode::BAD_REQUEST,
+                        &format!("cutover could not read the request: {err}"),
+                    );
+                }
+            };
+            match proxy
+                .shape_write(
+                    &table,
+                    &mut resolved,
+                    Protocol::Rest,
+                    classified.label,
+                    &whole,
+                )
+                .await
+            {
+                Ok(Some(shaped)) => {
+                    // The body is rewritten: its length is the new body's.
+                    parts.headers.remove(hyper::header::CONTENT_LENGTH);
+                    let (other, pending) = shaped.secondary.unzip();
+                    (RequestBody::Whole(shaped.primary), other, pending.flatten())
+                }
+                Ok(None) => (RequestBody::Whole(whole.clone()), Some(whole), None),
+                Err(err) => {
+                    let status = match err {
+                        ShapeError::Refused(_) => StatusCode::BAD_REQUEST,
+                        ShapeError::Embedding(_) => StatusCode::BAD_GATEWAY,
+                    };
+                    tracing::warn!(%err, "write refused");
+                    crate::metrics::request(
+                        "rest",
+                        classified.label,
+                        resolved.route_label(),
+                        resolved.side,
+                        "refused",
+                    );
+                    return error_response(status, &err.to_string());
+                }
+            }
+        } else {
+            (body, None, None)
+        };
 
     let label = classified.label;
     let route = resolved.route_label().to_owned();
@@ -192,18 +240,20 @@ async fn forward(
                     );
                 }
             };
+            let other_body = other_body.unwrap_or_else(|| body.clone());
             let uri = renamed_uri(&original_uri, &other.collection);
             let uri = match other.wait {
                 Some(wait) => with_wait(&uri, wait),
                 None => uri,
             };
-            let record = Record::new(
+            let mut record = Record::new(
                 Protocol::Rest,
                 &other.upstream.name,
                 &parts,
                 &uri,
-                body.clone(),
+                other_body,
             );
+            record.embed = pending;
             let first = (
                 resolved.side.expect("routed"),
                 &*resolved.upstream,

@@ -98,7 +98,7 @@ pub struct Policy {
     pub green_basis_points: u16,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Route {
     pub collection: String,
     pub blue: Target,
@@ -112,6 +112,7 @@ pub struct Route {
     #[serde(serialize_with = "millis", rename = "secondary_timeout_ms")]
     pub secondary_timeout: std::time::Duration,
     pub reads: Reads,
+    pub transform: crate::transform::Transform,
 }
 
 /// What a request does, as far as routing cares.
@@ -203,6 +204,11 @@ impl RoutingTable {
                     on_secondary_failure: r.on_secondary_failure.unwrap_or_default(),
                     secondary_wait: r.secondary_wait,
                     secondary_timeout: std::time::Duration::from_millis(r.secondary_timeout_ms),
+                    transform: r
+                        .transform
+                        .as_ref()
+                        .and_then(|t| t.get_ref().to_transform().ok())
+                        .unwrap_or_default(),
                     reads: Reads {
                         mode: reads.map(|reads| reads.mode).unwrap_or_default(),
                         key: reads

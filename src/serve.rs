@@ -70,7 +70,9 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         upstreams,
         router,
         replay: replay.clone(),
+        schemas: Default::default(),
     });
+    proxy.refresh_schemas().await;
     let admin = Arc::new(Admin {
         proxy: proxy.clone(),
         token,

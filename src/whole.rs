@@ -59,6 +59,10 @@ impl Answer {
         }
     }
 
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
     pub fn into_response(self) -> Response<ProxyBody> {
         let (parts, ()) = self.response.into_parts();
         let body = match self.trailers {

@@ -65,7 +65,12 @@ pub async fn dual(
         }
         return Ok(first.into_response());
     }
-    let secondary_request = record.to_request();
+    let send_secondary = async {
+        let ready = record.ready().await.map_err(Unsent::Transform)?;
+        answer(&secondary.upstream, protocol, ready.to_request())
+            .await
+            .map_err(Unsent::Upstream)
+    };
     let (first, second) = tokio::join!(
         answer_counted(
             primary_upstream,
@@ -74,10 +79,7 @@ pub async fn dual(
             primary_side,
             route
         ),
-        tokio::time::timeout(
-            secondary.timeout,
-            answer(&secondary.upstream, protocol, secondary_request)
-        ),
+        tokio::time::timeout(secondary.timeout, send_secondary),
     );
     let failure = match second {
         Ok(Ok((answer, latency))) if answer.succeeded(protocol) => {
@@ -89,9 +91,13 @@ pub async fn dual(
             count(secondary.side, "error");
             Some(answer.failure(protocol))
         }
-        Ok(Err(err)) => {
+        Ok(Err(Unsent::Upstream(err))) => {
             count(secondary.side, "unreachable");
             Some(err.to_string())
+        }
+        Ok(Err(Unsent::Transform(message))) => {
+            count(secondary.side, "transform_failed");
+            Some(message)
         }
         Err(_) => {
             count(secondary.side, "timeout");
@@ -115,6 +121,12 @@ pub async fn dual(
             message,
         }),
     }
+}
+
+/// Why the secondary's copy was not answered.
+enum Unsent {
+    Transform(String),
+    Upstream(UpstreamError),
 }
 
 /// The primary's answer once the secondary's write is in the log; if it

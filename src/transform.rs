@@ -1,0 +1,580 @@
+//! Green transforms and vector checks for writes that carry vectors
+//! (upserts and vector updates). Each side's copy is made to fit its own
+//! collection, checked against that collection's vector sizes (read from
+//! the upstream at start and on reload), and refused whole, before anything
+//! is sent, when it does not fit.
+//!
+//! - `same`: both sides get the vectors as sent.
+//! - `named`: the application sends named vectors; each side keeps the names
+//!   its collection has.
+//! - `embed`: blue gets the vectors as sent; green's vector is computed from a
+//!   payload text field by an embedding service. A vector update carries no
+//!   text, so green has nothing to change and is not sent one.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use prost::Message;
+use qdrant_client::qdrant as pb;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::embedder::EmbedSpec;
+use crate::routing::Side;
+use crate::upstream::{Protocol, Upstream};
+
+/// How green's copy of a write is made from blue's.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Transform {
+    #[default]
+    Same,
+    Named,
+    Embed(EmbedSpec),
+}
+
+/// A collection's dense vector sizes: `""` is the unnamed vector.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Schema(pub BTreeMap<String, u64>);
+
+impl Schema {
+    /// Reads a collection's vector sizes from its upstream; `None` (logged)
+    /// when it cannot be read, and then writes to it go unchecked.
+    pub async fn fetch(upstream: &Upstream, collection: &str) -> Option<Schema> {
+        let path = format!(
+            "/collections/{}",
+            percent_encoding::utf8_percent_encode(collection, percent_encoding::NON_ALPHANUMERIC)
+        );
+        let request = hyper::Request::get(path)
+            .body(crate::upstream::full(Bytes::new()))
+            .expect("a valid path");
+        let result = async {
+            let (answer, _) = crate::whole::answer(upstream, Protocol::Rest, request)
+                .await
+                .map_err(|e| e.to_string())?;
+            if !answer.succeeded(Protocol::Rest) {
+                return Err(answer.failure(Protocol::Rest));
+            }
+            let info: Value = serde_json::from_slice(answer.body()).map_err(|e| e.to_string())?;
+            Schema::parse(&info["result"]["config"]["params"]["vectors"])
+                .ok_or_else(|| "no vector config in the collection info".to_string())
+        }
+        .await;
+        match result {
+            Ok(schema) => Some(schema),
+            Err(err) => {
+                tracing::warn!(upstream = %upstream.name, collection, %err, "cannot read the collection's vector sizes; its writes go unchecked");
+                None
+            }
+        }
+    }
+
+    /// `{"size": N, ...}` (one unnamed vector) or `{"name": {"size": N, ...}, ...}`.
+    fn parse(vectors: &Value) -> Option<Schema> {
+        if let Some(size) = vectors.get("size").and_then(Value::as_u64) {
+            return Some(Schema(BTreeMap::from([(String::new(), size)])));
+        }
+        let named = vectors.as_object()?;
+        Some(Schema(
+            named
+                .iter()
+                .filter_map(|(name, params)| Some((name.clone(), params.get("size")?.as_u64()?)))
+                .collect(),
+        ))
+    }
+}
+
+/// What a route knows to shape its writes: its transform and each side's schema.
+#[derive(Debug, Clone, Copy)]
+pub struct Shaping<'a> {
+    pub transform: &'a Transform,
+    pub blue: Option<&'a Schema>,
+    pub green: Option<&'a Schema>,
+}
+
+/// A point's dense vectors: `""` names the unnamed one.
+type Vectors = BTreeMap<String, Vec<f32>>;
+
+/// The write, as each side gets it. `green: None` means green gets no copy.
+pub struct Shaped {
+    pub blue: Bytes,
+    pub green: Option<Bytes>,
+    /// Green's copy still needs its embeddings.
+    pub pending: Option<EmbedSpec>,
+}
+
+/// A write that does not fit: refused before anything is sent.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refusal(pub String);
+
+impl Shaped {
+    pub fn side(&self, side: Side) -> Option<&Bytes> {
+        match side {
+            Side::Blue => Some(&self.blue),
+            Side::Green => self.green.as_ref(),
+        }
+    }
+}
+
+impl Shaping<'_> {
+    fn schema(&self, side: Side) -> Option<&Schema> {
+        match side {
+            Side::Blue => self.blue,
+            Side::Green => self.green,
+        }
+    }
+
+    /// Whether writes on this route need decoding at all.
+    pub fn applies(&self) -> bool {
+        *self.transform != Transform::Same || self.blue.is_some() || self.green.is_some()
+    }
+
+    /// One side's vectors for one point, checked against its schema.
+    fn side_vectors(&self, side: Side, id: &str, vectors: &Vectors) -> Result<Vectors, Refusal> {
+        let kept: Vectors = match (&self.transform, self.schema(side)) {
+            (&Transform::Named, Some(schema)) => vectors
+                .iter()
+                .filter(|(name, _)| schema.0.contains_key(*name))
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect(),
+            _ => vectors.clone(),
+        };
+        if let Some(schema) = self.schema(side) {
+            if *self.transform == Transform::Named && kept.is_empty() && !vectors.is_empty() {
+                return Err(Refusal(format!(
+                    "point {id}: none of its vectors ({}) is one {} has ({}); fix: send the vector names of both collections",
+                    names(vectors.keys()),
+                    side.as_str(),
+                    names(schema.0.keys())
+                )));
+            }
+            for (name, vector) in &kept {
+                let label = if name.is_empty() {
+                    "the unnamed vector".to_string()
+                } else {
+                    format!("vector `{name}`")
+                };
+                match schema.0.get(name) {
+                    Some(&size) if size == vector.len() as u64 => {}
+                    Some(&size) => {
+                        return Err(Refusal(format!(
+                            "point {id}: {label} has {} dimensions, but {}'s collection expects {size}; nothing was written",
+                            vector.len(),
+                            side.as_str()
+                        )));
+                    }
+                    None => {
+                        return Err(Refusal(format!(
+                            "point {id}: {label} is not in {}'s collection (it has {}); nothing was written",
+                            side.as_str(),
+                            names(schema.0.keys())
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(kept)
+    }
+
+    /// Blue's and green's vectors for one point (green's `None` under `embed`,
+    /// computed later from the text).
+    fn point(&self, id: &str, vectors: &Vectors) -> Result<(Vectors, Option<Vectors>), Refusal> {
+        let blue = self.side_vectors(Side::Blue, id, vectors)?;
+        let green = match self.transform {
+            Transform::Embed(_) => None,
+            _ => Some(self.side_vectors(Side::Green, id, vectors)?),
+        };
+        Ok((blue, green))
+    }
+
+    /// Shapes a gRPC write (one uncompressed frame) for both sides.
+    pub fn grpc(&self, method: &str, frame: &[u8]) -> Result<Option<Shaped>, Refusal> {
+        let Some(message) = frame.get(5..) else {
+            return Ok(None);
+        };
+        let bad = |e: prost::DecodeError| Refusal(format!("cannot decode the request: {e}"));
+        match method {
+            "Upsert" => {
+                let upsert = pb::UpsertPoints::decode(message).map_err(bad)?;
+                let (mut blue, mut green) = (upsert.clone(), upsert);
+                for (b, g) in blue.points.iter_mut().zip(green.points.iter_mut()) {
+                    let id = grpc_id(&b.id);
+                    let Some(vectors) = from_grpc(&id, b.vectors.as_ref())? else {
+                        continue;
+                    };
+                    let (bv, gv) = self.point(&id, &vectors)?;
+                    b.vectors = Some(to_grpc(bv));
+                    g.vectors = gv.map(to_grpc);
+                }
+                Ok(Some(self.shaped(frame_of(&blue), Some(frame_of(&green)))))
+            }
+            "UpdateVectors" => {
+                let update = pb::UpdatePointVectors::decode(message).map_err(bad)?;
+                let (mut blue, mut green) = (update.clone(), update);
+                for (b, g) in blue.points.iter_mut().zip(green.points.iter_mut()) {
+                    let id = grpc_id(&b.id);
+                    let Some(vectors) = from_grpc(&id, b.vectors.as_ref())? else {
+                        continue;
+                    };
+                    let (bv, gv) = self.point(&id, &vectors)?;
+                    b.vectors = Some(to_grpc(bv));
+                    g.vectors = gv.map(to_grpc);
+                }
+                let green =
+                    (!matches!(self.transform, Transform::Embed(_))).then(|| frame_of(&green));
+                Ok(Some(Shaped {
+                    blue: frame_of(&blue),
+                    green,
+                    pending: None,
+                }))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Shapes a REST write body (`upsert`: PUT points; `update_vectors`: PUT points/vectors).
+    pub fn rest(&self, label: &str, body: &[u8]) -> Result<Option<Shaped>, Refusal> {
+        if !carries_vectors(label) {
+            return Ok(None);
+        }
+        let mut blue: Value = serde_json::from_slice(body)
+            .map_err(|e| Refusal(format!("the request body is not JSON: {e}")))?;
+        if label == "upsert" {
+            points_form(&mut blue)?;
+        }
+        let mut green = blue.clone();
+        let (Some(bp), Some(gp)) = (
+            blue["points"].as_array_mut(),
+            green["points"].as_array_mut(),
+        ) else {
+            return Ok(None);
+        };
+        for (b, g) in bp.iter_mut().zip(gp.iter_mut()) {
+            let id = b["id"].to_string();
+            let Some(vectors) = from_json(&id, &b["vector"])? else {
+                continue;
+            };
+            let (bv, gv) = self.point(&id, &vectors)?;
+            b["vector"] = to_json(bv);
+            match gv {
+                Some(gv) => g["vector"] = to_json(gv),
+                None => {
+                    g.as_object_mut().map(|g| g.remove("vector"));
+                }
+            }
+        }
+        let json = |v: &Value| Bytes::from(serde_json::to_vec(v).expect("JSON values serialize"));
+        if label == "update_vectors" {
+            let green = (!matches!(self.transform, Transform::Embed(_))).then(|| json(&green));
+            return Ok(Some(Shaped {
+                blue: json(&blue),
+                green,
+                pending: None,
+            }));
+        }
+        Ok(Some(self.shaped(json(&blue), Some(json(&green)))))
+    }
+
+    fn shaped(&self, blue: Bytes, green: Option<Bytes>) -> Shaped {
+        let pending = match self.transform {
+            Transform::Embed(spec) => Some(spec.clone()),
+            _ => None,
+        };
+        Shaped {
+            blue,
+            green,
+            pending,
+        }
+    }
+}
+
+/// The writes whose vectors are checked and transformed, by method label
+/// (gRPC's and REST's).
+pub fn carries_vectors(label: &str) -> bool {
+    matches!(
+        label,
+        "Upsert" | "UpdateVectors" | "upsert" | "update_vectors"
+    )
+}
+
+fn names<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let names: Vec<String> = names
+        .map(|n| {
+            if n.is_empty() {
+                "unnamed".to_string()
+            } else {
+                format!("`{n}`")
+            }
+        })
+        .collect();
+    names.join(", ")
+}
+
+/// REST's batch form (`{"batch": {"ids", "vectors", "payloads"}}`) as the points form.
+fn points_form(body: &mut Value) -> Result<(), Refusal> {
+    let Some(batch) = body.get("batch").cloned() else {
+        return Ok(());
+    };
+    let ids = batch["ids"].as_array().cloned().unwrap_or_default();
+    let vector_at = |i: usize| -> Value {
+        match &batch["vectors"] {
+            Value::Array(list) => list.get(i).cloned().unwrap_or(Value::Null),
+            Value::Object(named) => Value::Object(
+                named
+                    .iter()
+                    .filter_map(|(name, list)| Some((name.clone(), list.get(i)?.clone())))
+                    .collect(),
+            ),
+            _ => Value::Null,
+        }
+    };
+    let points: Vec<Value> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let mut point = json!({ "id": id, "vector": vector_at(i) });
+            if let Some(payload) = batch["payloads"].get(i) {
+                point["payload"] = payload.clone();
+            }
+            point
+        })
+        .collect();
+    let object = body
+        .as_object_mut()
+        .ok_or_else(|| Refusal("the request body is not a JSON object".into()))?;
+    object.remove("batch");
+    object.insert("points".into(), Value::Array(points));
+    Ok(())
+}
+
+fn grpc_id(id: &Option<pb::PointId>) -> String {
+    use pb::point_id::PointIdOptions;
+    match id.as_ref().and_then(|id| id.point_id_options.as_ref()) {
+        Some(PointIdOptions::Num(n)) => n.to_string(),
+        Some(PointIdOptions::Uuid(u)) => u.clone(),
+        None => "?".into(),
+    }
+}
+
+fn dense(id: &str, vector: &pb::Vector) -> Result<Vec<f32>, Refusal> {
+    match &vector.vector {
+        Some(pb::vector::Vector::Dense(d)) => Ok(d.data.clone()),
+        #[allow(deprecated)]
+        None if vector.indices.is_none() && vector.vectors_count.is_none() => {
+            Ok(vector.data.clone())
+        }
+        _ => Err(Refusal(format!(
+            "point {id}: cutover checks and transforms dense vectors only; send sparse, multi or inference vectors to a route with transform `same` and no size checks"
+        ))),
+    }
+}
+
+fn from_grpc(id: &str, vectors: Option<&pb::Vectors>) -> Result<Option<Vectors>, Refusal> {
+    use pb::vectors::VectorsOptions;
+    match vectors.and_then(|v| v.vectors_options.as_ref()) {
+        None => Ok(None),
+        Some(VectorsOptions::Vector(v)) => {
+            Ok(Some(BTreeMap::from([(String::new(), dense(id, v)?)])))
+        }
+        Some(VectorsOptions::Vectors(named)) => named
+            .vectors
+            .iter()
+            .map(|(name, v)| Ok((name.clone(), dense(id, v)?)))
+            .collect::<Result<_, _>>()
+            .map(Some),
+    }
+}
+
+fn to_grpc(vectors: Vectors) -> pb::Vectors {
+    match vectors.get("") {
+        Some(unnamed) if vectors.len() == 1 => unnamed.clone().into(),
+        _ => pb::Vectors {
+            vectors_options: Some(pb::vectors::VectorsOptions::Vectors(pb::NamedVectors {
+                vectors: vectors
+                    .into_iter()
+                    .map(|(n, v)| (n, v.into()))
+                    .collect::<HashMap<_, _>>(),
+            })),
+        },
+    }
+}
+
+fn from_json(id: &str, vector: &Value) -> Result<Option<Vectors>, Refusal> {
+    let dense = |v: &Value| -> Result<Vec<f32>, Refusal> {
+        serde_json::from_value(v.clone()).map_err(|_| {
+            Refusal(format!(
+                "point {id}: cutover checks and transforms dense vectors only; send sparse, multi or inference vectors to a route with transform `same` and no size checks"
+            ))
+        })
+    };
+    match vector {
+        Value::Null => Ok(None),
+        Value::Array(_) => Ok(Some(BTreeMap::from([(String::new(), dense(vector)?)]))),
+        Value::Object(named) => named
+            .iter()
+            .map(|(name, v)| Ok((name.clone(), dense(v)?)))
+            .collect::<Result<_, _>>()
+            .map(Some),
+        _ => Err(Refusal(format!(
+            "point {id}: `vector` is neither a list nor named vectors"
+        ))),
+    }
+}
+
+fn to_json(vectors: Vectors) -> Value {
+    match vectors.get("") {
+        Some(unnamed) if vectors.len() == 1 => json!(unnamed),
+        _ => json!(vectors),
+    }
+}
+
+fn frame_of(message: &impl Message) -> Bytes {
+    let len = message.encoded_len();
+    let mut out = BytesMut::with_capacity(5 + len);
+    out.put_u8(0);
+    out.put_u32(len as u32);
+    message
+        .encode(&mut out)
+        .expect("a buffer of the encoded length");
+    out.freeze()
+}
+
+/// Fills in green's embeddings: each point's text (payload field
+/// `spec.text_field`) embedded, as its unnamed or named vector. Used on the
+/// write path and, for a write whose embedding failed, by the replayer.
+pub async fn embed(spec: &EmbedSpec, protocol: Protocol, body: &Bytes) -> Result<Bytes, String> {
+    let missing = |id: String| {
+        format!(
+            "point {id} has no text in payload field `{}` to embed",
+            spec.text_field
+        )
+    };
+    let named = |vector: Vec<f32>| match &spec.vector {
+        None => BTreeMap::from([(String::new(), vector)]),
+        Some(name) => BTreeMap::from([(name.clone(), vector)]),
+    };
+    match protocol {
+        Protocol::Grpc => {
+            let mut upsert = pb::UpsertPoints::decode(body.get(5..).unwrap_or_default())
+                .map_err(|e| e.to_string())?;
+            let texts = upsert
+                .points
+                .iter()
+                .map(|p| {
+                    match p
+                        .payload
+                        .get(&spec.text_field)
+                        .and_then(|v| v.kind.as_ref())
+                    {
+                        Some(pb::value::Kind::StringValue(text)) => Ok(text.clone()),
+                        _ => Err(missing(grpc_id(&p.id))),
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let vectors = crate::embedder::embed(spec, &texts).await?;
+            for (point, vector) in upsert.points.iter_mut().zip(vectors) {
+                point.vectors = Some(to_grpc(named(vector)));
+            }
+            Ok(frame_of(&upsert))
+        }
+        Protocol::Rest => {
+            let mut upsert: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+            let points = upsert["points"]
+                .as_array_mut()
+                .ok_or("no points to embed")?;
+            let texts = points
+                .iter()
+                .map(|p| {
+                    p["payload"][&spec.text_field]
+                        .as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| missing(p["id"].to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let vectors = crate::embedder::embed(spec, &texts).await?;
+            for (point, vector) in points.iter_mut().zip(vectors) {
+                point["vector"] = to_json(named(vector));
+            }
+            Ok(Bytes::from(
+                serde_json::to_vec(&upsert).map_err(|e| e.to_string())?,
+            ))
+        }
+    }
+}
+
+/// Every target's schema as last read, by (upstream, collection).
+pub type Schemas = BTreeMap<(String, String), Schema>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema(sizes: &[(&str, u64)]) -> Schema {
+        Schema(sizes.iter().map(|(n, d)| (n.to_string(), *d)).collect())
+    }
+
+    #[test]
+    fn reads_both_shapes_of_vector_config() {
+        assert_eq!(
+            Schema::parse(&json!({ "size": 4, "distance": "Dot" }))
+                .unwrap()
+                .0,
+            BTreeMap::from([(String::new(), 4)])
+        );
+        assert_eq!(
+            Schema::parse(&json!({ "a": { "size": 4 }, "b": { "size": 8 } }))
+                .unwrap()
+                .0,
+            BTreeMap::from([("a".to_string(), 4), ("b".to_string(), 8)])
+        );
+    }
+
+    #[test]
+    fn same_refuses_a_vector_either_side_cannot_take() {
+        let (blue, green) = (schema(&[("", 4)]), schema(&[("", 8)]));
+        let s = Shaping {
+            transform: &Transform::Same,
+            blue: Some(&blue),
+            green: Some(&green),
+        };
+        let body = json!({ "points": [{ "id": 1, "vector": [0.0, 0.0, 0.0, 0.0] }] });
+        let err = s.rest("upsert", body.to_string().as_bytes()).err().unwrap();
+        assert!(
+            err.0
+                .contains("4 dimensions, but green's collection expects 8"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn named_keeps_each_sides_names_in_both_rest_forms() {
+        let (blue, green) = (schema(&[("small", 2)]), schema(&[("large", 3)]));
+        let s = Shaping {
+            transform: &Transform::Named,
+            blue: Some(&blue),
+            green: Some(&green),
+        };
+        let batch = json!({ "batch": { "ids": [7], "vectors": { "small": [[1.0, 2.0]], "large": [[1.0, 2.0, 3.0]] }, "payloads": [{ "k": 1 }] } });
+        let shaped = s
+            .rest("upsert", batch.to_string().as_bytes())
+            .unwrap()
+            .unwrap();
+        let blue: Value = serde_json::from_slice(&shaped.blue).unwrap();
+        let green: Value = serde_json::from_slice(&shaped.green.unwrap()).unwrap();
+        assert_eq!(
+            blue["points"][0],
+            json!({ "id": 7, "vector": { "small": [1.0, 2.0] }, "payload": { "k": 1 } })
+        );
+        assert_eq!(
+            green["points"][0],
+            json!({ "id": 7, "vector": { "large": [1.0, 2.0, 3.0] }, "payload": { "k": 1 } })
+        );
+        let only_blue = json!({ "points": [{ "id": 1, "vector": { "small": [1.0, 2.0] } }] });
+        let err = s
+            .rest("upsert", only_blue.to_string().as_bytes())
+            .err()
+            .unwrap();
+        assert!(err.0.contains("none of its vectors"), "{err}");
+    }
+}
