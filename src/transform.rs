@@ -41,10 +41,7 @@ impl Schema {
     /// Reads a collection's vector sizes from its upstream; `None` (logged)
     /// when it cannot be read, and then writes to it go unchecked.
     pub async fn fetch(upstream: &Upstream, collection: &str) -> Option<Schema> {
-        let path = format!(
-            "/collections/{}",
-            percent_encoding::utf8_percent_encode(collection, percent_encoding::NON_ALPHANUMERIC)
-        );
+        let path = crate::rest::renamed_uri(&hyper::Uri::from_static("/collections/_"), collection);
         let request = hyper::Request::get(path)
             .body(crate::upstream::full(Bytes::new()))
             .expect("a valid path");

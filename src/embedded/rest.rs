@@ -33,7 +33,17 @@ pub async fn handle(
         Ok(collected) => collected.to_bytes(),
         Err(err) => return error(&ApiError::BadInput(err.to_string()), started),
     };
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // Path segments are percent-decoded, as Qdrant does (`docs%5Fv2` is `docs_v2`).
+    let decoded: Vec<String> = path
+        .trim_matches('/')
+        .split('/')
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let open = matches!(segments.as_slice(), ["" | "healthz" | "livez" | "readyz"]);
     if !open && let Err(err) = api_key.check(&headers) {
         return error(&err, started);
