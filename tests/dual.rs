@@ -201,7 +201,7 @@ async fn both_sides_end_up_identical_and_a_failing_secondary_is_named() {
         "after the REST workload, green holds exactly what blue holds"
     );
 
-    // A refused write is refused as the primary refuses it.
+    // A vector that fits neither side is refused by cutover, before anything is sent.
     let response = http
         .put(format!("{rest}/collections/docs/points?wait=true"))
         .json(&json!({ "points": [{ "id": 1, "vector": [1.0] }] }))
@@ -209,6 +209,25 @@ async fn both_sides_end_up_identical_and_a_failing_secondary_is_named() {
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
+    // A write the primary refuses is refused as the primary refuses it.
+    let response = http
+        .post(format!("{rest}/collections/docs/points/payload?wait=true"))
+        .json(&json!({ "payload": { "x": 1 }, "points": [999_999] }))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let direct = http
+        .post(format!(
+            "{}/collections/docs/points/payload?wait=true",
+            blue.upstream.rest_url()
+        ))
+        .json(&json!({ "payload": { "x": 1 }, "points": [999_999] }))
+        .send()
+        .await
+        .unwrap();
+    assert!(!status.is_success());
+    assert_eq!(status, direct.status(), "the primary's own refusal");
 
     // Green stops: writes fail, naming green; reads still come from blue.
     green.upstream.stop().await;
@@ -260,6 +279,8 @@ async fn both_sides_end_up_identical_and_a_failing_secondary_is_named() {
         &[
             r#"cutover_dual_writes_total{protocol="grpc",route="docs",side="green",outcome="ok"}"#,
             r#"cutover_dual_writes_total{protocol="rest",route="docs",side="blue",outcome="error"}"#,
+            // Refused by cutover itself: the vector does not fit either side.
+            r#"cutover_requests_total{protocol="rest",method="upsert",route="docs",side="blue",outcome="refused"}"#,
             r#"cutover_dual_writes_total{protocol="rest",route="docs",side="green",outcome="unreachable"}"#,
             r#"cutover_requests_total{protocol="grpc",method="Upsert",route="docs",side="blue",outcome="secondary_failed"}"#,
         ],
