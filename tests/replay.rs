@@ -611,3 +611,35 @@ async fn a_kill_9_with_writes_in_the_log_loses_none() {
     green.stop().await;
     blue.upstream.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_replay_holds_green_writes_until_resumed() {
+    let s = Setup::start().await;
+    seed(&s.app).await;
+    let call = |path: &'static str| admin_call(&s.app.admin_url, reqwest::Method::POST, path, None);
+    let (status, body) = call("/routes/docs/replay/pause").await;
+    assert_eq!(
+        (status.as_u16(), &body["replay"]["paused"]),
+        (200, &json!(true)),
+        "{body}"
+    );
+    // Green is healthy, but paused: its writes wait in the log, in order.
+    under_fault(&s, Fault::None, 0..12).await;
+    assert_eq!(s.app.backlog().await, 12);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.app.backlog().await, 12, "nothing is applied while paused");
+    let (status, _) = call("/routes/docs/replay/resume").await;
+    assert_eq!(status, 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.app.backlog().await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the resumed replayer drains the log"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.assert_sides_equal("after pause and resume").await;
+    let (status, _) = call("/routes/nope/replay/pause").await;
+    assert_eq!(status, 404);
+    s.stop().await;
+}
