@@ -133,19 +133,18 @@ fn routes_api(
                     );
                 }
             };
-            let queue = admin.proxy.replay.log.queue(name);
+            let waiting = admin.proxy.replay.log.find(name).map_or(0, |q| q.records());
             let flips = router
                 .load()
                 .get(name)
                 .zip(change.primary)
                 .is_some_and(|(route, primary)| route.policy.primary != primary);
-            if flips && queue.records() > 0 {
+            if flips && waiting > 0 {
                 crate::metrics::route_change("change", "refused");
                 return error(
                     StatusCode::CONFLICT,
                     &format!(
-                        "route `{name}`: {} writes wait in the replay log for the secondary; it would serve reads without them. Fix: POST /routes/{name}/replay/drain first",
-                        queue.records()
+                        "route `{name}`: {waiting} writes wait in the replay log for the secondary; it would serve reads without them. Fix: POST /routes/{name}/replay/drain first"
                     ),
                 );
             }
@@ -194,7 +193,7 @@ async fn replay_api(
         }
         (&Method::POST, ["routes", name, "replay", action]) => {
             if admin.proxy.router.load().get(name).is_none()
-                && replay.log.queue(name).records() == 0
+                && replay.log.find(name).is_none_or(|q| q.records() == 0)
             {
                 return Some(error(
                     StatusCode::NOT_FOUND,

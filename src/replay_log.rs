@@ -380,6 +380,11 @@ impl ReplayLog {
             .clone()
     }
 
+    /// The queue of a route, if it has one.
+    pub fn find(&self, route: &str) -> Option<Arc<RouteQueue>> {
+        self.queues.lock().get(route).cloned()
+    }
+
     /// Every route that has a queue, by name.
     pub fn queues(&self) -> Vec<Arc<RouteQueue>> {
         let mut queues: Vec<_> = self.queues.lock().values().cloned().collect();

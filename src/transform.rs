@@ -185,6 +185,29 @@ impl Shaping<'_> {
         Ok((blue, green))
     }
 
+    /// Under `embed` green's vectors come from the text, which a vector
+    /// update does not carry: green gets no copy of one.
+    fn green_takes_vector_updates(&self) -> bool {
+        !matches!(self.transform, Transform::Embed(_))
+    }
+
+    /// Sets one gRPC point's vectors for each side from what was sent.
+    fn grpc_point(
+        &self,
+        id: &Option<pb::PointId>,
+        blue: &mut Option<pb::Vectors>,
+        green: &mut Option<pb::Vectors>,
+    ) -> Result<(), Refusal> {
+        let id = grpc_id(id);
+        let Some(vectors) = from_grpc(&id, blue.as_ref())? else {
+            return Ok(());
+        };
+        let (blue_vectors, green_vectors) = self.point(&id, &vectors)?;
+        *blue = Some(to_grpc(blue_vectors));
+        *green = green_vectors.map(to_grpc);
+        Ok(())
+    }
+
     /// Shapes a gRPC write (one uncompressed frame) for both sides.
     pub fn grpc(&self, method: &str, frame: &[u8]) -> Result<Option<Shaped>, Refusal> {
         let Some(message) = frame.get(5..) else {
@@ -196,13 +219,7 @@ impl Shaping<'_> {
                 let upsert = pb::UpsertPoints::decode(message).map_err(bad)?;
                 let (mut blue, mut green) = (upsert.clone(), upsert);
                 for (b, g) in blue.points.iter_mut().zip(green.points.iter_mut()) {
-                    let id = grpc_id(&b.id);
-                    let Some(vectors) = from_grpc(&id, b.vectors.as_ref())? else {
-                        continue;
-                    };
-                    let (bv, gv) = self.point(&id, &vectors)?;
-                    b.vectors = Some(to_grpc(bv));
-                    g.vectors = gv.map(to_grpc);
+                    self.grpc_point(&b.id, &mut b.vectors, &mut g.vectors)?;
                 }
                 Ok(Some(self.shaped(frame_of(&blue), Some(frame_of(&green)))))
             }
@@ -210,16 +227,9 @@ impl Shaping<'_> {
                 let update = pb::UpdatePointVectors::decode(message).map_err(bad)?;
                 let (mut blue, mut green) = (update.clone(), update);
                 for (b, g) in blue.points.iter_mut().zip(green.points.iter_mut()) {
-                    let id = grpc_id(&b.id);
-                    let Some(vectors) = from_grpc(&id, b.vectors.as_ref())? else {
-                        continue;
-                    };
-                    let (bv, gv) = self.point(&id, &vectors)?;
-                    b.vectors = Some(to_grpc(bv));
-                    g.vectors = gv.map(to_grpc);
+                    self.grpc_point(&b.id, &mut b.vectors, &mut g.vectors)?;
                 }
-                let green =
-                    (!matches!(self.transform, Transform::Embed(_))).then(|| frame_of(&green));
+                let green = self.green_takes_vector_updates().then(|| frame_of(&green));
                 Ok(Some(Shaped {
                     blue: frame_of(&blue),
                     green,
@@ -263,7 +273,7 @@ impl Shaping<'_> {
         }
         let json = |v: &Value| Bytes::from(serde_json::to_vec(v).expect("JSON values serialize"));
         if label == "update_vectors" {
-            let green = (!matches!(self.transform, Transform::Embed(_))).then(|| json(&green));
+            let green = self.green_takes_vector_updates().then(|| json(&green));
             return Ok(Some(Shaped {
                 blue: json(&blue),
                 green,

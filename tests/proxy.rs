@@ -39,15 +39,7 @@ impl Setup {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.proxy.admin_url()))
-            .bearer_auth(ADMIN_TOKEN);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        (response.status(), response.json().await.unwrap())
+        admin_call(&self.proxy.admin_url(), method, path, body).await
     }
 
     async fn flip(&self, primary: &str) -> u64 {
