@@ -85,15 +85,15 @@ impl Record {
 
     /// The record as it is to be sent: with its embeddings, if it still
     /// needs them.
-    pub async fn ready(&self) -> Result<Record, String> {
+    pub async fn ready(&self) -> Result<std::borrow::Cow<'_, Record>, String> {
         let Some(spec) = &self.embed else {
-            return Ok(self.clone());
+            return Ok(std::borrow::Cow::Borrowed(self));
         };
-        Ok(Record {
+        Ok(std::borrow::Cow::Owned(Record {
             body: crate::transform::embed(spec, self.protocol, &self.body).await?,
             embed: None,
             ..self.clone()
-        })
+        }))
     }
 
     /// The request to send, as it was made.
