@@ -28,7 +28,10 @@ fn redb(dir: &Path) {
         tx.open_table(LOG).unwrap().insert(i, r.as_slice()).unwrap();
         tx.commit().unwrap();
     }
-    println!("redb  append, fsync each:   {:6.1} us", per_record(started, N));
+    println!(
+        "redb  append, fsync each:   {:6.1} us",
+        per_record(started, N)
+    );
     let started = Instant::now();
     for b in 0..N / BATCH {
         let tx = db.begin_write().unwrap();
@@ -40,7 +43,10 @@ fn redb(dir: &Path) {
         }
         tx.commit().unwrap();
     }
-    println!("redb  append, {BATCH} per fsync: {:6.1} us", per_record(started, N));
+    println!(
+        "redb  append, {BATCH} per fsync: {:6.1} us",
+        per_record(started, N)
+    );
     let (started, mut n) = (Instant::now(), 0);
     loop {
         let mut tx = db.begin_write().unwrap();
@@ -59,8 +65,14 @@ fn redb(dir: &Path) {
         }
         n += 1;
     }
-    println!("redb  read oldest + delete: {:6.1} us ({n} records)", per_record(started, n));
-    println!("redb  file after draining:  {} KB", std::fs::metadata(&path).unwrap().len() / 1024);
+    println!(
+        "redb  read oldest + delete: {:6.1} us ({n} records)",
+        per_record(started, n)
+    );
+    println!(
+        "redb  file after draining:  {} KB",
+        std::fs::metadata(&path).unwrap().len() / 1024
+    );
 }
 
 fn fjall(dir: &Path) {
@@ -73,7 +85,10 @@ fn fjall(dir: &Path) {
         log.insert(i.to_be_bytes(), r.as_slice()).unwrap();
         db.persist(PersistMode::SyncData).unwrap();
     }
-    println!("fjall append, fsync each:   {:6.1} us", per_record(started, N));
+    println!(
+        "fjall append, fsync each:   {:6.1} us",
+        per_record(started, N)
+    );
     let started = Instant::now();
     for b in 0..N / BATCH {
         let mut batch = db.batch();
@@ -83,7 +98,10 @@ fn fjall(dir: &Path) {
         batch.commit().unwrap();
         db.persist(PersistMode::SyncData).unwrap();
     }
-    println!("fjall append, {BATCH} per fsync: {:6.1} us", per_record(started, N));
+    println!(
+        "fjall append, {BATCH} per fsync: {:6.1} us",
+        per_record(started, N)
+    );
     let (started, mut n, mut from) = (Instant::now(), 0, 0u64);
     while let Some(item) = log.range(from.to_be_bytes()..).next() {
         let (key, _) = item.into_inner().unwrap();
@@ -91,7 +109,10 @@ fn fjall(dir: &Path) {
         from = u64::from_be_bytes(key.as_ref().try_into().unwrap()) + 1;
         n += 1;
     }
-    println!("fjall read oldest + delete: {:6.1} us ({n} records)", per_record(started, n));
+    println!(
+        "fjall read oldest + delete: {:6.1} us ({n} records)",
+        per_record(started, n)
+    );
 }
 
 fn scratch(name: &str) -> PathBuf {
