@@ -28,6 +28,8 @@ pub struct Config {
     pub routes: Vec<Spanned<RouteConfig>>,
     #[serde(default)]
     pub replay: ReplayConfig,
+    #[serde(default)]
+    pub shadow: ShadowConfig,
 }
 
 /// Where and how durably secondary writes wait to be replayed.
@@ -208,6 +210,7 @@ impl TransformConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReadsConfig {
+    #[serde(default)]
     pub mode: ReadMode,
     /// The share of reads green serves, in percent.
     #[serde(default)]
@@ -218,6 +221,117 @@ pub struct ReadsConfig {
     /// A read green fails is served by blue (counted).
     #[serde(default = "yes")]
     pub fallback: bool,
+    /// Routing-key values always sent to green (split, shadow, fuse), at any share.
+    #[serde(default)]
+    pub green_keys: Vec<String>,
+    /// Honour a client's `x-cutover-read-side: blue|green` header.
+    #[serde(default)]
+    pub allow_force_side: bool,
+    /// Fuse: RRF's k (ranks counted from 1).
+    #[serde(default = "default_rrf_k")]
+    pub rrf_k: f64,
+    /// Fuse: the weight of blue's ranking.
+    #[serde(default = "one")]
+    pub blue_weight: f64,
+    /// Fuse: the weight of green's ranking.
+    #[serde(default = "one")]
+    pub green_weight: f64,
+    /// Shadow: the percentage of shadowed reads whose primary is asked twice,
+    /// to measure the primary's own (ANN) disagreement with itself.
+    #[serde(default = "default_baseline_percent")]
+    pub baseline_percent: f64,
+    /// How blue's text (Document) queries are embedded; unset, blue gets them
+    /// as sent. Green's are embedded with the route's `embed` transform.
+    pub blue_embedder: Option<QueryEmbedderConfig>,
+}
+
+/// An embedding service for queries: `{ url, api, model }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryEmbedderConfig {
+    pub url: String,
+    #[serde(default = "default_embed_api")]
+    pub api: EmbedApi,
+    pub model: Option<String>,
+    #[serde(default = "default_embed_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_embed_retries")]
+    pub retries: u32,
+}
+
+impl QueryEmbedderConfig {
+    pub fn to_spec(&self) -> EmbedSpec {
+        EmbedSpec {
+            url: self.url.clone(),
+            api: self.api,
+            model: self.model.clone(),
+            text_field: String::new(),
+            vector: None,
+            batch_size: default_embed_batch(),
+            timeout_ms: self.timeout_ms,
+            retries: self.retries,
+        }
+    }
+}
+
+/// Shadow reads, for every route: how many may be in flight, how large a
+/// request may be mirrored, and where mismatches are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowConfig {
+    /// Mirrored reads in flight at once; past it a shadow is dropped (counted).
+    #[serde(default = "default_shadow_in_flight")]
+    pub max_in_flight: usize,
+    /// A request larger than this is not mirrored (counted).
+    #[serde(default = "default_shadow_body")]
+    pub max_body_bytes: usize,
+    /// A side's answer larger than this is not compared (counted).
+    #[serde(default = "default_shadow_answer")]
+    pub max_answer_bytes: usize,
+    /// The most recent mismatches the admin API serves.
+    #[serde(default = "default_shadow_sample")]
+    pub sample_size: usize,
+    /// A JSONL file every mismatch is appended to, while under `mismatch_log_max_bytes`.
+    pub mismatch_log: Option<PathBuf>,
+    #[serde(default = "default_mismatch_log_max")]
+    pub mismatch_log_max_bytes: u64,
+}
+
+impl Default for ShadowConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
+}
+
+fn default_shadow_in_flight() -> usize {
+    64
+}
+fn default_shadow_body() -> usize {
+    1024 * 1024
+}
+fn default_shadow_answer() -> usize {
+    16 * 1024 * 1024
+}
+fn default_shadow_sample() -> usize {
+    100
+}
+fn default_mismatch_log_max() -> u64 {
+    256 * 1024 * 1024
+}
+fn default_rrf_k() -> f64 {
+    60.0
+}
+fn one() -> f64 {
+    1.0
+}
+fn default_baseline_percent() -> f64 {
+    5.0
+}
+
+impl Default for ReadsConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
 }
 
 fn default_secondary_timeout_ms() -> u64 {
@@ -452,12 +566,24 @@ impl Config {
             };
             let (at, r) = (reads.span().start, reads.get_ref());
             let name = &route.get_ref().collection;
-            if matches!(r.mode, ReadMode::Shadow | ReadMode::Fuse) {
+            if !(r.rrf_k > 0.0 && r.blue_weight >= 0.0 && r.green_weight >= 0.0) {
                 return Err((
                     at,
                     format!(
-                        "route `{name}`: reads mode {:?} is not built yet; fix: use \"primary\" or \"split\"",
-                        r.mode
+                        "route `{name}`: rrf_k must be above 0 and the weights 0 or more; fix: e.g. rrf_k = 60, blue_weight = 1.0, green_weight = 1.0"
+                    ),
+                ));
+            }
+            crate::split::basis_points(r.baseline_percent)
+                .map_err(|e| (at, format!("route `{name}`: baseline_percent: {e}")))?;
+            if let Some(embedder) = &r.blue_embedder
+                && !(embedder.url.starts_with("http://") || embedder.url.starts_with("https://"))
+            {
+                return Err((
+                    at,
+                    format!(
+                        "route `{name}`: blue_embedder url `{}` is not an http:// or https:// URL",
+                        embedder.url
                     ),
                 ));
             }

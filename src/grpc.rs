@@ -15,6 +15,7 @@ use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_enco
 use tracing::Instrument;
 
 use crate::proxy::{Names, Proxy, Resolved, ShapeError, request_span};
+use crate::reads::ReadError;
 use crate::replay_log::Record;
 use crate::replayer::Replay;
 use crate::routing::Operation;
@@ -148,16 +149,16 @@ static METHODS: &[(&str, Method)] = &[
     ("/qdrant.Points/Recommend", m("Recommend", Query, true)),
     (
         "/qdrant.Points/RecommendBatch",
-        m("RecommendBatch", Read, true),
+        m("RecommendBatch", Query, true),
     ),
     (
         "/qdrant.Points/RecommendGroups",
-        m("RecommendGroups", Read, true),
+        m("RecommendGroups", Query, true),
     ),
     ("/qdrant.Points/Discover", m("Discover", Query, true)),
     (
         "/qdrant.Points/DiscoverBatch",
-        m("DiscoverBatch", Read, true),
+        m("DiscoverBatch", Query, true),
     ),
     ("/qdrant.Points/Count", m("Count", Read, true)),
     ("/qdrant.Points/UpdateBatch", m("UpdateBatch", Write, true)),
@@ -235,7 +236,7 @@ async fn forward(
         let collection = collection_name(&message).map(str::to_owned);
         (message, collection)
     } else {
-        let resolved = proxy.resolve(&table, None, method.operation, |_| None);
+        let resolved = proxy.resolve(&table, None, method.operation);
         let request = Request::from_parts(parts, stream(body));
         return send(
             method,
@@ -247,9 +248,20 @@ async fn forward(
         )
         .await;
     };
-    let mut resolved = proxy.resolve(&table, collection.as_deref(), method.operation, |key| {
-        key.of(&parts.headers, &body)
-    });
+    if method.operation == Operation::Query
+        && let Some(route) = collection.as_deref().and_then(|c| table.get(c))
+    {
+        return match crate::reads::serve(&proxy, route, Protocol::Grpc, method.label, parts, body)
+            .await
+        {
+            Ok((response, served)) => {
+                served.record_in_span();
+                finish(method, &served, table.version, response)
+            }
+            Err(err) => read_failed(method, &route.collection, err),
+        };
+    }
+    let mut resolved = proxy.resolve(&table, collection.as_deref(), method.operation);
     // A write carrying vectors is shaped for each side's collection.
     let (body, mut other_body, pending) = match proxy
         .shape_write(&table, &mut resolved, Protocol::Grpc, method.label, &body)
@@ -287,11 +299,8 @@ async fn forward(
         // The body is rewritten: its length is the new body's, not the old header's.
         parts.headers.remove(hyper::header::CONTENT_LENGTH);
     }
-    // The other side's copy: a dual write's secondary, or a split read's fallback.
-    let other = match (
-        resolved.secondary.as_ref().or(resolved.fallback.as_ref()),
-        other_body.take(),
-    ) {
+    // A dual write's secondary copy.
+    let other = match (resolved.secondary.as_ref(), other_body.take()) {
         (Some(other), Some(other_body)) => match rename(&other_body, &other.collection) {
             Some(copy) => {
                 let copy = match other.wait {
@@ -330,9 +339,8 @@ async fn forward(
     .await
 }
 
-/// Sends a request (and the other side's copy: a dual write's secondary, a
-/// split read's fallback) and answers the chosen side's response, marked,
-/// with names rewritten back.
+/// Sends a request (and a dual write's secondary copy) and answers the
+/// chosen side's response, marked, with names rewritten back.
 async fn send(
     method: Method,
     resolved: &Resolved,
@@ -348,18 +356,8 @@ async fn send(
         crate::metrics::request("grpc", method.label, &route, resolved.side, outcome);
         status_response(code, &message)
     };
-    let unavailable = |err: UpstreamError| {
-        let code = match err {
-            UpstreamError::Timeout { .. } => Code::DeadlineExceeded,
-            UpstreamError::Unreachable { .. } | UpstreamError::BrokenAnswer { .. } => {
-                Code::Unavailable
-            }
-        };
-        failed("upstream_unavailable", code, err.to_string())
-    };
-    let mut served_by_fallback = None;
-    let response = match (&resolved.secondary, &resolved.fallback, other) {
-        (Some(second), _, Some(record)) => {
+    let response = match (&resolved.secondary, other) {
+        (Some(second), Some(record)) => {
             let primary = (
                 resolved.side.expect("a dual write is routed"),
                 &*resolved.upstream,
@@ -367,30 +365,10 @@ async fn send(
             );
             match write::dual(Protocol::Grpc, &route, primary, second, record, replay).await {
                 Ok(response) => response,
-                Err(DualError::Primary(err)) => return unavailable(err),
-                Err(err) => return failed("secondary_failed", Code::Unavailable, err.to_string()),
-            }
-        }
-        (None, Some(fallback), Some(copy)) => {
-            let first = (
-                resolved.side.expect("a split read is routed"),
-                &*resolved.upstream,
-                request,
-            );
-            match crate::whole::with_fallback(
-                Protocol::Grpc,
-                &route,
-                first,
-                (fallback, copy.to_request()),
-            )
-            .await
-            {
-                Ok((response, false)) => response,
-                Ok((response, true)) => {
-                    served_by_fallback = resolved.to_fallback();
-                    response
+                Err(DualError::Primary(err)) => {
+                    return unavailable(method, &route, resolved.side, err);
                 }
-                Err(err) => return unavailable(err),
+                Err(err) => return failed("secondary_failed", Code::Unavailable, err.to_string()),
             }
         }
         _ => match resolved.upstream.send(Protocol::Grpc, request).await {
@@ -398,10 +376,50 @@ async fn send(
                 crate::metrics::upstream_latency("grpc", resolved.side, latency);
                 response.map(stream)
             }
-            Err(err) => return unavailable(err),
+            Err(err) => return unavailable(method, &route, resolved.side, err),
         },
     };
-    let resolved = served_by_fallback.as_ref().unwrap_or(resolved);
+    finish(method, resolved, version, response)
+}
+
+/// An upstream that did not answer, as the client's gRPC status.
+fn unavailable(
+    method: Method,
+    route: &str,
+    side: Option<crate::routing::Side>,
+    err: UpstreamError,
+) -> Response<ProxyBody> {
+    let code = match err {
+        UpstreamError::Timeout { .. } => Code::DeadlineExceeded,
+        UpstreamError::Unreachable { .. } | UpstreamError::BrokenAnswer { .. } => Code::Unavailable,
+    };
+    tracing::warn!(%err, "request failed");
+    crate::metrics::request("grpc", method.label, route, side, "upstream_unavailable");
+    status_response(code, &err.to_string())
+}
+
+/// A routed read cutover could not serve.
+fn read_failed(method: Method, route: &str, err: ReadError) -> Response<ProxyBody> {
+    let (code, outcome) = match err {
+        ReadError::Upstream(err) => return unavailable(method, route, None, err),
+        ReadError::Refused(_) => (Code::InvalidArgument, "refused"),
+        ReadError::Embedding { .. } => (Code::Unavailable, "embedding_failed"),
+    };
+    tracing::warn!(%err, "read failed");
+    crate::metrics::request("grpc", method.label, route, None, outcome);
+    status_response(code, &err.to_string())
+}
+
+/// Marks a response with the side that served it, rewrites collection
+/// names in its status back to the client's, and counts it when its
+/// status is known.
+fn finish(
+    method: Method,
+    resolved: &Resolved,
+    version: u64,
+    response: Response<ProxyBody>,
+) -> Response<ProxyBody> {
+    let route = resolved.route_label().to_owned();
     let (mut parts, body) = response.into_parts();
     resolved.mark(&mut parts.headers, version);
     // A trailers-only answer carries its status in the headers.

@@ -17,12 +17,25 @@ const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 
+/// Agreement buckets, 0 to 1.
+const RATIO_BUCKETS: &[f64] = &[0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0];
+
+/// Result count differences.
+const COUNT_BUCKETS: &[f64] = &[0.0, 1.0, 2.0, 5.0, 10.0, 100.0];
+
 /// Installs the process-wide recorder (once) and answers its handle.
 pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .expect("static buckets are valid")
+                .set_buckets_for_metric(Matcher::Suffix("_ratio".into()), RATIO_BUCKETS)
+                .expect("static buckets are valid")
+                .set_buckets_for_metric(
+                    Matcher::Full("cutover_shadow_count_difference".into()),
+                    COUNT_BUCKETS,
+                )
                 .expect("static buckets are valid")
                 .install_recorder()
                 .expect("no other metrics recorder is installed")
@@ -100,13 +113,81 @@ pub fn dual_write(protocol: &'static str, route: &str, side: Side, outcome: &'st
     .increment(1);
 }
 
-/// Where a query on a split route went.
-pub fn read_split(route: &str, side: Side) {
-    counter!("cutover_read_split_total", "route" => route.to_owned(), "side" => side.as_str())
+/// How a routed read was served: `blue`, `green`, `shadow`, `fuse`, or
+/// `forced_blue` / `forced_green` (the client's header, where allowed).
+pub fn read_decision(route: &str, mode: &'static str, decision: &'static str) {
+    counter!(
+        "cutover_read_decisions_total",
+        "route" => route.to_owned(),
+        "mode" => mode,
+        "decision" => decision,
+    )
+    .increment(1);
+}
+
+/// A read green was meant to see but did not, and why: `vector_size` (a
+/// raw query vector that does not fit green's collection) or `embedding`
+/// (green's text query could not be embedded).
+pub fn read_green_skipped(route: &str, reason: &'static str) {
+    counter!("cutover_read_green_skipped_total", "route" => route.to_owned(), "reason" => reason)
         .increment(1);
 }
 
-/// A split query green failed, served by blue instead.
+/// A fused read served by one side only: the other `failed` (by side), or
+/// the answers could not be fused (`unfusable`).
+pub fn fuse_degraded(protocol: &'static str, route: &str, reason: &'static str) {
+    counter!(
+        "cutover_read_fuse_degraded_total",
+        "protocol" => protocol,
+        "route" => route.to_owned(),
+        "reason" => reason,
+    )
+    .increment(1);
+}
+
+/// A shadow read not sent: no room (`full`) or too large (`too_large`).
+pub fn shadow_dropped(route: &str, reason: &'static str) {
+    counter!("cutover_shadow_dropped_total", "route" => route.to_owned(), "reason" => reason)
+        .increment(1);
+}
+
+/// Shadow reads in flight now.
+pub fn shadow_in_flight(in_flight: usize) {
+    gauge!("cutover_shadow_in_flight").set(in_flight as f64);
+}
+
+/// How long each side took to answer a shadowed read.
+pub fn shadow_latency(route: &str, side: Side, elapsed: Duration) {
+    histogram!(
+        "cutover_shadow_duration_seconds",
+        "route" => route.to_owned(),
+        "side" => side.as_str(),
+    )
+    .record(elapsed.as_secs_f64());
+}
+
+/// A shadow read sent but not compared: `error` (a side answered an
+/// error), `unreachable`, `unreadable` or `primary_unreadable`.
+pub fn shadow_uncompared(route: &str, reason: &'static str) {
+    counter!("cutover_shadow_uncompared_total", "route" => route.to_owned(), "reason" => reason)
+        .increment(1);
+}
+
+/// One comparison of two ranked lists (`pair`: `sides`, or `baseline`,
+/// the primary against itself).
+pub fn shadow_comparison(route: &str, pair: &'static str, a: &crate::ranking::Agreement) {
+    let labels = [("route", route.to_owned()), ("pair", pair.to_owned())];
+    counter!("cutover_shadow_comparisons_total", &labels).increment(1);
+    if a.top1 {
+        counter!("cutover_shadow_top1_agreements_total", &labels).increment(1);
+    }
+    histogram!("cutover_shadow_overlap_ratio", &labels).record(a.overlap);
+    histogram!("cutover_shadow_rbo_ratio", &labels).record(a.rbo);
+    histogram!("cutover_shadow_count_difference", &labels)
+        .record(a.count_difference.unsigned_abs() as f64);
+}
+
+/// A read green failed, served by blue instead.
 pub fn read_fallback(protocol: &'static str, route: &str) {
     counter!("cutover_read_fallbacks_total", "protocol" => protocol, "route" => route.to_owned())
         .increment(1);

@@ -14,8 +14,7 @@ use crate::embedder::EmbedSpec;
 
 use crate::replay_log::RouteQueue;
 use crate::replayer::Replay;
-use crate::routing::{Operation, ReadMode, Router, RoutingTable, SecondaryFailure, Side};
-use crate::split::RoutingKey;
+use crate::routing::{Operation, Route, Router, RoutingTable, SecondaryFailure, Side};
 use crate::transform::{Refusal, Schema, Schemas, Shaping};
 use crate::upstream::{Protocol, Upstream};
 
@@ -31,6 +30,7 @@ pub struct Proxy {
     pub replay: Arc<Replay>,
     /// Each route target's vector sizes, read at start and on reload.
     pub schemas: ArcSwap<Schemas>,
+    pub shadows: Arc<crate::shadow::Shadows>,
 }
 
 /// A routed write, shaped for its sides.
@@ -59,8 +59,8 @@ pub struct Resolved {
     pub names: Names,
     /// The other side of a dual write.
     pub secondary: Option<OtherSide>,
-    /// Blue, for a split read green serves, when blue may step in.
-    pub fallback: Option<OtherSide>,
+    /// A read both sides answered, fused.
+    pub fused: bool,
 }
 
 /// The other side of a request: where it goes and what its collection is called.
@@ -182,13 +182,12 @@ impl Proxy {
     }
 
     /// Picks the upstream and the collection name for `collection` under
-    /// `table`; `key` gives a query's routing key, asked only for a split.
-    pub fn resolve<'k>(
+    /// `table`. A routed query gets its primary here; `reads` decides further.
+    pub fn resolve(
         &self,
         table: &RoutingTable,
         collection: Option<&str>,
         operation: Operation,
-        key: impl FnOnce(&RoutingKey) -> Option<std::borrow::Cow<'k, [u8]>>,
     ) -> Resolved {
         let Some(route) = collection.and_then(|c| table.get(c)) else {
             return Resolved {
@@ -196,45 +195,39 @@ impl Proxy {
                 side: None,
                 names: Names::default(),
                 secondary: None,
-                fallback: None,
+                fused: false,
             };
         };
-        let other_side = |side: Side, wait: Option<bool>| {
+        let side = route.side_for(operation);
+        if operation == Operation::CollectionAdmin {
+            tracing::info!(
+                route = %route.collection,
+                side = side.as_str(),
+                collection = %route.target(side).collection,
+                "collection change on a routed name goes to the primary only"
+            );
+        }
+        let secondary = route.secondary_for(operation).map(|side| {
             let target = route.target(side);
             OtherSide {
                 side,
                 upstream: self.upstreams[&target.upstream].clone(),
                 collection: target.collection.clone(),
-                wait,
+                wait: route.secondary_wait,
                 timeout: route.secondary_timeout,
-                replay: None,
+                replay: (route.on_secondary_failure == SecondaryFailure::Replay)
+                    .then(|| self.replay.queue(&route.collection)),
             }
-        };
-        let (side, fallback) = match (operation, route.reads.mode) {
-            (Operation::Query, ReadMode::Split) => {
-                let (side, split) = route.query_side(key(&route.reads.key).as_deref());
-                crate::metrics::read_split(&route.collection, side);
-                (
-                    side,
-                    (split && route.reads.fallback).then(|| other_side(Side::Blue, None)),
-                )
-            }
-            _ => (route.side_for(operation), None),
-        };
-        let target = route.target(side);
-        if operation == Operation::CollectionAdmin {
-            tracing::info!(
-                route = %route.collection,
-                side = side.as_str(),
-                collection = %target.collection,
-                "collection change on a routed name goes to the primary only"
-            );
-        }
-        let secondary = route.secondary_for(operation).map(|side| OtherSide {
-            replay: (route.on_secondary_failure == SecondaryFailure::Replay)
-                .then(|| self.replay.queue(&route.collection)),
-            ..other_side(side, route.secondary_wait)
         });
+        Resolved {
+            secondary,
+            ..self.resolve_side(route, side)
+        }
+    }
+
+    /// A routed request served by one side of its route.
+    pub fn resolve_side(&self, route: &Route, side: Side) -> Resolved {
+        let target = route.target(side);
         Resolved {
             upstream: self.upstreams[&target.upstream].clone(),
             side: Some(side),
@@ -242,10 +235,30 @@ impl Proxy {
                 route: Some(route.collection.clone()),
                 physical: Some(target.collection.clone()),
             },
-            secondary,
-            fallback,
+            secondary: None,
+            fused: false,
         }
     }
+}
+
+/// A request for one side: its body (gRPC) or path (REST) naming that
+/// side's collection. `None` when a gRPC body's name cannot be rewritten.
+pub fn side_request(
+    protocol: Protocol,
+    parts: &hyper::http::request::Parts,
+    collection: &str,
+    body: Bytes,
+) -> Option<hyper::Request<crate::upstream::ProxyBody>> {
+    let (uri, body) = match protocol {
+        Protocol::Grpc => (parts.uri.clone(), crate::grpc::rename(&body, collection)?),
+        Protocol::Rest => (crate::rest::renamed_uri(&parts.uri, collection), body),
+    };
+    let mut request = hyper::Request::new(crate::upstream::full(body));
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = uri;
+    *request.headers_mut() = parts.headers.clone();
+    request.headers_mut().remove(hyper::header::CONTENT_LENGTH);
+    Some(request)
 }
 
 /// The span of one proxied request; route, side and upstream are recorded
@@ -270,26 +283,12 @@ impl Resolved {
         span.record("upstream", self.upstream.name.as_str());
     }
 
-    /// The same request, as served by its fallback side instead.
-    pub fn to_fallback(&self) -> Option<Resolved> {
-        let fallback = self.fallback.as_ref()?;
-        Some(Resolved {
-            upstream: fallback.upstream.clone(),
-            side: Some(fallback.side),
-            names: Names {
-                route: self.names.route.clone(),
-                physical: Some(fallback.collection.clone()),
-            },
-            secondary: None,
-            fallback: None,
-        })
-    }
-
     /// Marks a routed response with the version and side that served it.
     pub fn mark(&self, headers: &mut HeaderMap, version: u64) {
         if let Some(side) = self.side {
+            let side = if self.fused { "fused" } else { side.as_str() };
             headers.insert(VERSION_HEADER, HeaderValue::from(version));
-            headers.insert(SIDE_HEADER, HeaderValue::from_static(side.as_str()));
+            headers.insert(SIDE_HEADER, HeaderValue::from_static(side));
         }
     }
 

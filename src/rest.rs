@@ -11,8 +11,9 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_perc
 use tracing::Instrument;
 
 use crate::proxy::{Proxy, Resolved, ShapeError, request_span};
+use crate::reads::ReadError;
 use crate::replay_log::Record;
-use crate::routing::{Operation, ReadMode};
+use crate::routing::Operation;
 use crate::upstream::{Protocol, ProxyBody, UpstreamError, full, read_whole, stream};
 use crate::write::{self, DualError};
 
@@ -62,10 +63,18 @@ pub fn classify(method: &Method, path: &str) -> Classified {
         (&Method::POST, ["points", "vectors", "delete"]) => ("delete_vectors", Write),
         (&Method::POST, ["points", "batch"]) => ("batch", Write),
         (_, ["index", ..]) => ("index", Write),
-        (_, ["points", "search", ..]) => ("search", Query),
-        (_, ["points", "query", ..]) => ("query", Query),
-        (_, ["points", "recommend", ..]) => ("recommend", Query),
-        (_, ["points", "discover", ..]) => ("discover", Query),
+        (_, ["points", "search"]) => ("search", Query),
+        (_, ["points", "search", "batch"]) => ("search_batch", Query),
+        (_, ["points", "search", "groups"]) => ("search_groups", Query),
+        (_, ["points", "search", "matrix", ..]) => ("search_matrix", Read),
+        (_, ["points", "query"]) => ("query", Query),
+        (_, ["points", "query", "batch"]) => ("query_batch", Query),
+        (_, ["points", "query", "groups"]) => ("query_groups", Query),
+        (_, ["points", "recommend"]) => ("recommend", Query),
+        (_, ["points", "recommend", "batch"]) => ("recommend_batch", Query),
+        (_, ["points", "recommend", "groups"]) => ("recommend_groups", Query),
+        (_, ["points", "discover"]) => ("discover", Query),
+        (_, ["points", "discover", "batch"]) => ("discover_batch", Query),
         (_, ["points", "scroll"]) => ("scroll", Read),
         (_, ["points", "count"]) => ("count", Read),
         (_, ["points", "facet"]) => ("facet", Read),
@@ -108,35 +117,32 @@ async fn forward(
 ) -> Response<ProxyBody> {
     let table = proxy.router.load();
     let (mut parts, body) = request.into_parts();
-    let split = classified.operation == Operation::Query
-        && classified
-            .collection
-            .as_deref()
-            .and_then(|c| table.get(c))
-            .is_some_and(|r| r.reads.mode == ReadMode::Split);
-    let body = if split {
-        match read_whole(body, MAX_WHOLE_BODY).await {
-            Ok(bytes) => RequestBody::Whole(bytes),
+    let label = classified.label;
+    if classified.operation == Operation::Query
+        && let Some(route) = classified.collection.as_deref().and_then(|c| table.get(c))
+    {
+        let body = match read_whole(body, MAX_WHOLE_BODY).await {
+            Ok(body) => body,
             Err(err) => {
                 return error_response(
                     StatusCode::BAD_REQUEST,
                     &format!("cutover could not read the request: {err}"),
                 );
             }
-        }
-    } else {
-        RequestBody::Streaming(body)
-    };
-    let no_body = Bytes::new();
-    let key_body = match &body {
-        RequestBody::Whole(bytes) => bytes,
-        RequestBody::Streaming(_) => &no_body,
-    };
+        };
+        return match crate::reads::serve(&proxy, route, Protocol::Rest, label, parts, body).await {
+            Ok((response, served)) => {
+                served.record_in_span();
+                finish(label, &served, table.version, response).await
+            }
+            Err(err) => read_failed(label, &route.collection, err),
+        };
+    }
+    let body = RequestBody::Streaming(body);
     let mut resolved = proxy.resolve(
         &table,
         classified.collection.as_deref(),
         classified.operation,
-        |key| key.of(&parts.headers, key_body),
     );
     resolved.record_in_span();
     // A routed write carrying vectors is shaped for each side's collection.
@@ -188,7 +194,6 @@ async fn forward(
             (body, None, None)
         };
 
-    let label = classified.label;
     let route = resolved.route_label().to_owned();
     let failed = |outcome: &'static str, status: StatusCode, message: String| {
         tracing::warn!(%message, "request failed");
@@ -208,10 +213,8 @@ async fn forward(
     if let Some(physical) = &resolved.names.physical {
         parts.uri = renamed_uri(&original_uri, physical);
     }
-    // The other side's copy: a dual write's secondary, or a split read's fallback.
-    let other = resolved.secondary.as_ref().or(resolved.fallback.as_ref());
-    let mut served_by_fallback = None;
-    let response = match other {
+    // A dual write's secondary copy.
+    let response = match resolved.secondary.as_ref() {
         None => {
             let body = match body {
                 RequestBody::Streaming(body) => stream(body),
@@ -259,40 +262,41 @@ async fn forward(
                 &*resolved.upstream,
                 Request::from_parts(parts, full(body)),
             );
-            if resolved.secondary.is_some() {
-                match write::dual(Protocol::Rest, &route, first, other, record, &proxy.replay).await
-                {
-                    Ok(response) => response,
-                    Err(DualError::Primary(err)) => return unavailable(err),
-                    Err(err) => {
-                        return failed(
-                            "secondary_failed",
-                            StatusCode::BAD_GATEWAY,
-                            err.to_string(),
-                        );
-                    }
-                }
-            } else {
-                match crate::whole::with_fallback(
-                    Protocol::Rest,
-                    &route,
-                    first,
-                    (other, record.to_request()),
-                )
-                .await
-                {
-                    Ok((response, fell_back)) => {
-                        if fell_back {
-                            served_by_fallback = resolved.to_fallback();
-                        }
-                        response
-                    }
-                    Err(err) => return unavailable(err),
+            match write::dual(Protocol::Rest, &route, first, other, record, &proxy.replay).await {
+                Ok(response) => response,
+                Err(DualError::Primary(err)) => return unavailable(err),
+                Err(err) => {
+                    return failed("secondary_failed", StatusCode::BAD_GATEWAY, err.to_string());
                 }
             }
         }
     };
-    let resolved = served_by_fallback.as_ref().unwrap_or(&resolved);
+    finish(label, &resolved, table.version, response).await
+}
+
+/// A routed read cutover could not serve.
+fn read_failed(label: &'static str, route: &str, err: ReadError) -> Response<ProxyBody> {
+    let (status, outcome) = match &err {
+        ReadError::Upstream(UpstreamError::Timeout { .. }) => {
+            (StatusCode::GATEWAY_TIMEOUT, "upstream_unavailable")
+        }
+        ReadError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
+        ReadError::Refused(_) => (StatusCode::BAD_REQUEST, "refused"),
+        ReadError::Embedding { .. } => (StatusCode::BAD_GATEWAY, "embedding_failed"),
+    };
+    tracing::warn!(%err, "read failed");
+    crate::metrics::request("rest", label, route, None, outcome);
+    error_response(status, &err.to_string())
+}
+
+/// Counts a response, marks it with the side that served it, and rewrites
+/// collection names in an error back to the client's.
+async fn finish(
+    label: &'static str,
+    resolved: &Resolved,
+    version: u64,
+    response: Response<ProxyBody>,
+) -> Response<ProxyBody> {
     let outcome = if response.status().is_success() {
         "ok"
     } else {
@@ -306,7 +310,7 @@ async fn forward(
         outcome,
     );
     let (mut parts, body) = response.into_parts();
-    resolved.mark(&mut parts.headers, table.version);
+    resolved.mark(&mut parts.headers, version);
     if resolved.names.physical.is_some() && !parts.status.is_success() {
         return rewrite_error_body(parts, body, resolved).await;
     }
@@ -395,7 +399,7 @@ mod tests {
         let c = classify(&Method::POST, "/collections/my%20docs/points/query/batch");
         assert_eq!(
             (c.label, c.operation, c.collection.as_deref()),
-            ("query", Operation::Query, Some("my docs"))
+            ("query_batch", Operation::Query, Some("my docs"))
         );
         assert_eq!(
             classify(&Method::DELETE, "/collections/docs").operation,

@@ -46,7 +46,7 @@ pub enum WritePolicy {
     GreenOnly,
 }
 
-/// How a route serves searches, queries and recommendations.
+/// How a route serves searches, queries, recommendations and discoveries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReadMode {
@@ -55,18 +55,72 @@ pub enum ReadMode {
     Primary,
     /// Green serves a hash-bucketed share of them (while blue is primary).
     Split,
-    /// Not built yet.
+    /// The primary serves them all; a bucketed share is mirrored to the
+    /// secondary off the client's path and the answers compared.
     Shadow,
-    /// Not built yet.
+    /// For a bucketed share, both sides answer and their rankings are fused (RRF).
     Fuse,
 }
 
 /// A route's read settings that come from the config.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Reads {
     pub mode: ReadMode,
     pub key: RoutingKey,
     pub fallback: bool,
+    /// Key values always in the share, whatever its size.
+    pub green_keys: std::collections::BTreeSet<String>,
+    pub allow_force_side: bool,
+    pub rrf: crate::ranking::Rrf,
+    /// Shadow: the share of mirrored reads whose primary is asked twice.
+    pub baseline_basis_points: u16,
+    #[serde(skip)]
+    pub blue_embedder: Option<crate::embedder::EmbedSpec>,
+}
+
+/// How one read is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadDecision {
+    /// One side answers; with `fallback`, blue steps in if green fails.
+    Serve { side: Side, fallback: bool },
+    /// The primary answers; the secondary gets a copy, compared off-path.
+    Shadow,
+    /// Both sides answer; the client gets their fusion.
+    Fuse,
+}
+
+impl ReadDecision {
+    /// A bounded label for metrics.
+    pub fn label(self, forced: bool) -> &'static str {
+        match (self, forced) {
+            (
+                ReadDecision::Serve {
+                    side: Side::Blue, ..
+                },
+                false,
+            ) => "blue",
+            (
+                ReadDecision::Serve {
+                    side: Side::Green, ..
+                },
+                false,
+            ) => "green",
+            (
+                ReadDecision::Serve {
+                    side: Side::Blue, ..
+                },
+                true,
+            ) => "forced_blue",
+            (
+                ReadDecision::Serve {
+                    side: Side::Green, ..
+                },
+                true,
+            ) => "forced_green",
+            (ReadDecision::Shadow, _) => "shadow",
+            (ReadDecision::Fuse, _) => "fuse",
+        }
+    }
 }
 
 /// What happens when the secondary side of a dual write fails.
@@ -136,16 +190,30 @@ impl Route {
         }
     }
 
-    /// The side a query with this routing key goes to, and whether it was
-    /// split off to green (so that blue can still serve it if green fails).
-    pub fn query_side(&self, key: Option<&[u8]>) -> (Side, bool) {
-        let split = self.reads.mode == ReadMode::Split
-            && self.policy.primary == Side::Blue
-            && key.is_some_and(|k| crate::split::to_green(k, self.policy.green_basis_points));
-        if split {
-            (Side::Green, true)
-        } else {
-            (self.policy.primary, false)
+    /// How a read with this routing key is served; `forced` is a side the
+    /// client asked for, honoured when the route allows it.
+    pub fn read_decision(&self, key: Option<&[u8]>, forced: Option<Side>) -> ReadDecision {
+        let serve = |side| ReadDecision::Serve {
+            side,
+            fallback: false,
+        };
+        if let Some(side) = forced.filter(|_| self.reads.allow_force_side) {
+            return serve(side);
+        }
+        let in_share = key.is_some_and(|k| {
+            std::str::from_utf8(k).is_ok_and(|k| self.reads.green_keys.contains(k))
+                || crate::split::to_green(k, self.policy.green_basis_points)
+        });
+        match self.reads.mode {
+            ReadMode::Split if in_share && self.policy.primary == Side::Blue => {
+                ReadDecision::Serve {
+                    side: Side::Green,
+                    fallback: self.reads.fallback,
+                }
+            }
+            ReadMode::Shadow if in_share => ReadDecision::Shadow,
+            ReadMode::Fuse if in_share => ReadDecision::Fuse,
+            _ => serve(self.policy.primary),
         }
     }
 
@@ -209,18 +277,33 @@ impl RoutingTable {
                         .as_ref()
                         .and_then(|t| t.get_ref().to_transform().ok())
                         .unwrap_or_default(),
-                    reads: Reads {
-                        mode: reads.map(|reads| reads.mode).unwrap_or_default(),
-                        key: reads
-                            .and_then(|reads| reads.key.parse().ok())
-                            .unwrap_or(RoutingKey::Random),
-                        fallback: reads.is_none_or(|reads| reads.fallback),
-                    },
+                    reads: Reads::from_config(reads),
                 };
                 (r.collection.clone(), Arc::new(route))
             })
             .collect();
         RoutingTable { version, routes }
+    }
+}
+
+impl Reads {
+    fn from_config(reads: Option<&crate::config::ReadsConfig>) -> Reads {
+        let defaults = crate::config::ReadsConfig::default();
+        let reads = reads.unwrap_or(&defaults);
+        Reads {
+            mode: reads.mode,
+            key: reads.key.parse().unwrap_or(RoutingKey::Random),
+            fallback: reads.fallback,
+            green_keys: reads.green_keys.iter().cloned().collect(),
+            allow_force_side: reads.allow_force_side,
+            rrf: crate::ranking::Rrf {
+                k: reads.rrf_k,
+                blue_weight: reads.blue_weight,
+                green_weight: reads.green_weight,
+            },
+            baseline_basis_points: crate::split::basis_points(reads.baseline_percent).unwrap_or(0),
+            blue_embedder: reads.blue_embedder.as_ref().map(|e| e.to_spec()),
+        }
     }
 }
 

@@ -17,6 +17,7 @@ use crate::proxy::Proxy;
 use crate::replay_log::{Fsync, ReplayLog};
 use crate::replayer::Replay;
 use crate::routing::Router;
+use crate::shadow::Shadows;
 use crate::upstream::Upstream;
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +72,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         router,
         replay: replay.clone(),
         schemas: Default::default(),
+        shadows: Arc::new(Shadows::new(config.shadow.clone()).map_err(StartError)?),
     });
     proxy.refresh_schemas().await;
     let admin = Arc::new(Admin {

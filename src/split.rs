@@ -3,12 +3,16 @@
 //! `bucket < green share in basis points`. Raising the share only moves keys
 //! from blue to green, never back, and every cutover instance decides alike:
 //! xxh3 with a fixed seed has a documented, fixed output.
+//!
+//! (Named for the split, the bucketing serves shadow and fuse shares too.)
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hyper::header::{HeaderMap, HeaderName};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+use crate::read_request::ReadRequest;
 
 /// Shares are in basis points: 10,000 is everything.
 pub const BUCKETS: u16 = 10_000;
@@ -39,6 +43,9 @@ pub fn basis_points(percent: f64) -> Result<u16, String> {
 pub enum RoutingKey {
     /// A header (gRPC metadata), e.g. `x-tenant-id`: a user stays on one side.
     Header(HeaderName),
+    /// The value a payload field is matched to in the request's filter
+    /// (`must`), e.g. `tenant`; alike on both protocols.
+    Payload(String),
     /// The request body: the same query goes to the same side.
     Body,
     /// Each read on its own.
@@ -55,13 +62,13 @@ impl std::str::FromStr for RoutingKey {
                     .map(RoutingKey::Header)
                     .map_err(|_| format!("`{name}` is not a header name"))
             }
-            Some(("payload", _)) => {
-                Err("a payload-field key is not built yet; use header:NAME, body or random".into())
+            Some(("payload", field)) if !field.trim().is_empty() => {
+                Ok(RoutingKey::Payload(field.trim().to_owned()))
             }
             _ if text == "body" => Ok(RoutingKey::Body),
             _ if text == "random" => Ok(RoutingKey::Random),
             _ => Err(format!(
-                "`{text}` is not a routing key; use header:NAME, body or random"
+                "`{text}` is not a routing key; use header:NAME, payload:FIELD, body or random"
             )),
         }
     }
@@ -71,6 +78,7 @@ impl std::fmt::Display for RoutingKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RoutingKey::Header(name) => write!(f, "header:{name}"),
+            RoutingKey::Payload(field) => write!(f, "payload:{field}"),
             RoutingKey::Body => f.write_str("body"),
             RoutingKey::Random => f.write_str("random"),
         }
@@ -84,18 +92,37 @@ impl serde::Serialize for RoutingKey {
 }
 
 impl RoutingKey {
-    /// This read's key; `None` when it carries no such header.
-    pub fn of<'a>(&self, headers: &'a HeaderMap, body: &'a [u8]) -> Option<Cow<'a, [u8]>> {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
+    /// This read's key; `None` when it carries no such header or filter
+    /// match (a payload key needs the decoded request).
+    pub fn of<'a>(
+        &self,
+        headers: &'a HeaderMap,
+        body: &'a [u8],
+        request: Option<&ReadRequest>,
+    ) -> Option<Cow<'a, [u8]>> {
         match self {
             RoutingKey::Header(name) => headers.get(name).map(|v| Cow::Borrowed(v.as_bytes())),
+            RoutingKey::Payload(field) => request?
+                .matched_value(field)
+                .map(|value| Cow::Owned(value.into_bytes())),
             RoutingKey::Body => Some(Cow::Borrowed(body)),
-            RoutingKey::Random => {
-                let n = COUNTER.fetch_add(1, Ordering::Relaxed) ^ std::process::id() as u64;
-                Some(Cow::Owned(n.to_le_bytes().to_vec()))
-            }
+            RoutingKey::Random => Some(Cow::Owned(random_key().to_le_bytes().to_vec())),
         }
     }
+}
+
+/// A key that differs on every call (and between processes).
+fn random_key() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    xxh3_64_with_seed(
+        &COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes(),
+        u64::from(std::process::id()),
+    )
+}
+
+/// True for about `basis_points` in 10,000 calls.
+pub fn sampled(basis_points: u16) -> bool {
+    (random_key() % u64::from(BUCKETS)) < u64::from(basis_points)
 }
 
 #[cfg(test)]
@@ -161,7 +188,11 @@ mod tests {
             Ok(RoutingKey::Header(HeaderName::from_static("x-tenant-id")))
         );
         assert_eq!("body".parse(), Ok(RoutingKey::Body));
-        assert!("payload:user".parse::<RoutingKey>().is_err());
+        assert_eq!(
+            "payload:user".parse(),
+            Ok(RoutingKey::Payload("user".into()))
+        );
+        assert!("payload:".parse::<RoutingKey>().is_err());
         assert!("sometimes".parse::<RoutingKey>().is_err());
         assert_eq!(basis_points(12.5), Ok(1250));
         assert!(basis_points(101.0).is_err());

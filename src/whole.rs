@@ -1,5 +1,6 @@
 //! Requests and answers read whole, for the paths that must see an answer
-//! before the client does: dual writes and split reads with a fallback.
+//! before the client does: dual writes, and reads with a fallback, a shadow
+//! or a fusion.
 
 use std::time::Duration;
 
@@ -63,6 +64,15 @@ impl Answer {
         &self.body
     }
 
+    /// The same answer with another body (a fused one).
+    pub fn with_body(mut self, body: Bytes) -> Answer {
+        self.response
+            .headers_mut()
+            .remove(hyper::header::CONTENT_LENGTH);
+        self.body = body;
+        self
+    }
+
     pub fn into_response(self) -> Response<ProxyBody> {
         let (parts, ()) = self.response.into_parts();
         let body = match self.trailers {
@@ -84,15 +94,26 @@ pub async fn answer(
     protocol: Protocol,
     request: Request<ProxyBody>,
 ) -> Result<(Answer, Duration), UpstreamError> {
+    answer_limited(upstream, protocol, request, MAX_ANSWER).await
+}
+
+/// An answer read whole, refused (as a broken answer) past `max` bytes.
+pub async fn answer_limited(
+    upstream: &Upstream,
+    protocol: Protocol,
+    request: Request<ProxyBody>,
+    max: usize,
+) -> Result<(Answer, Duration), UpstreamError> {
     let (response, latency) = upstream.send(protocol, request).await?;
     let (parts, body) = response.into_parts();
-    let collected = Limited::new(body, MAX_ANSWER)
-        .collect()
-        .await
-        .map_err(|err| UpstreamError::BrokenAnswer {
-            upstream: upstream.name.clone(),
-            message: err.to_string(),
-        })?;
+    let collected =
+        Limited::new(body, max)
+            .collect()
+            .await
+            .map_err(|err| UpstreamError::BrokenAnswer {
+                upstream: upstream.name.clone(),
+                message: err.to_string(),
+            })?;
     let trailers = collected.trailers().cloned();
     let body = collected.to_bytes();
     Ok((
@@ -103,30 +124,4 @@ pub async fn answer(
         },
         latency,
     ))
-}
-
-/// Sends a split read to green; if green fails it (unreachable, or an error
-/// answer), sends the copy to blue and answers that, saying so (`true`).
-pub async fn with_fallback(
-    protocol: Protocol,
-    route: &str,
-    first: (crate::routing::Side, &Upstream, Request<ProxyBody>),
-    fallback: (&crate::proxy::OtherSide, Request<ProxyBody>),
-) -> Result<(Response<ProxyBody>, bool), UpstreamError> {
-    let (side, upstream, request) = first;
-    let (other, copy) = fallback;
-    match answer(upstream, protocol, request).await {
-        Ok((answer, latency)) if answer.succeeded(protocol) => {
-            crate::metrics::upstream_latency(protocol.as_str(), Some(side), latency);
-            return Ok((answer.into_response(), false));
-        }
-        Ok((answer, _)) => {
-            tracing::warn!(route, failure = %answer.failure(protocol), "split read failed on green; blue serves it")
-        }
-        Err(err) => tracing::warn!(route, %err, "split read failed on green; blue serves it"),
-    }
-    crate::metrics::read_fallback(protocol.as_str(), route);
-    let (response, latency) = other.upstream.send(protocol, copy).await?;
-    crate::metrics::upstream_latency(protocol.as_str(), Some(other.side), latency);
-    Ok((response.map(crate::upstream::stream), true))
 }

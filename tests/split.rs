@@ -225,8 +225,8 @@ async fn a_bucketed_share_of_queries_goes_to_green() {
     assert_metrics_contain(
         &proxy.admin_url(),
         &[
-            r#"cutover_read_split_total{route="docs",side="green"}"#,
-            r#"cutover_read_split_total{route="docs",side="blue"}"#,
+            r#"cutover_read_decisions_total{route="docs",mode="split",decision="green"}"#,
+            r#"cutover_read_decisions_total{route="docs",mode="split",decision="blue"}"#,
             r#"cutover_read_fallbacks_total{protocol="rest",route="docs"} 1"#,
             r#"cutover_read_fallbacks_total{protocol="grpc",route="docs"} 1"#,
             r#"cutover_route_green_share_ratio{route="docs"} 1"#,

@@ -1,0 +1,469 @@
+//! Routed reads: searches, recommendations, discoveries and queries (one,
+//! batch or groups) on a route, served per its read mode.
+//!
+//! 1. The routing key (header, payload field in the filter, body, random)
+//!    and the route's share decide: one side serves it (`primary`, or green
+//!    for a `split`), the primary serves it and the secondary is shadowed,
+//!    or both answer and the answers are fused. A client's
+//!    `x-cutover-read-side` header forces a side where the route allows it.
+//! 2. Each side's copy is shaped for its collection: text (Document)
+//!    queries embedded with that side's embedder; under `fuse`, each side
+//!    asked for the whole page from offset 0. A raw query vector that does
+//!    not fit green's collection keeps green out of the read (counted).
+//! 3. Sent: a split read green fails is served by blue (counted); a fused
+//!    read one side fails is served by the other (counted); a shadow goes
+//!    off the client's path (`shadow.rs`).
+
+use bytes::Bytes;
+use hyper::http::request::Parts;
+use hyper::{HeaderMap, Response};
+
+use crate::proxy::{Proxy, Resolved, side_request};
+use crate::read_request::{ReadKind, ReadRequest, Window};
+use crate::routing::{ReadDecision, ReadMode, Route, Side};
+use crate::transform::Transform;
+use crate::upstream::{Protocol, ProxyBody, UpstreamError, stream};
+use crate::whole::{Answer, answer};
+
+/// A request header naming the side (`blue` or `green`) a read must be
+/// served by, honoured where the route sets `allow_force_side`.
+pub const FORCE_SIDE_HEADER: &str = "x-cutover-read-side";
+
+/// How long a request summary in the mismatch sample may be.
+const SUMMARY_CHARS: usize = 512;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The client's request cannot be served as asked.
+    #[error("{0}")]
+    Refused(String),
+    /// The serving side's text query could not be embedded.
+    #[error("the query text could not be embedded for {side}: {message}")]
+    Embedding { side: &'static str, message: String },
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+/// Why green was kept out of a read.
+enum Skip {
+    VectorSize,
+    Embedding(String),
+}
+
+impl Skip {
+    fn reason(&self) -> &'static str {
+        match self {
+            Skip::VectorSize => "vector_size",
+            Skip::Embedding(_) => "embedding",
+        }
+    }
+}
+
+/// Serves a routed read; answers the response and the side that served it.
+pub async fn serve(
+    proxy: &Proxy,
+    route: &Route,
+    protocol: Protocol,
+    label: &'static str,
+    parts: Parts,
+    body: Bytes,
+) -> Result<(Response<ProxyBody>, Resolved), ReadError> {
+    let primary = route.policy.primary;
+    let kind = ReadKind::of(label);
+    let forced = forced_side(&parts.headers, route.reads.allow_force_side)?;
+    let mut request = kind
+        .filter(|_| needs_decoding(route))
+        .and_then(|kind| ReadRequest::decode(protocol, kind, &body).ok());
+    let key = route.reads.key.of(&parts.headers, &body, request.as_ref());
+    let mut decision = route.read_decision(key.as_deref(), forced);
+    crate::metrics::read_decision(
+        &route.collection,
+        mode_label(route.reads.mode),
+        decision.label(forced.is_some()),
+    );
+    if kind.is_none() || (decision == ReadDecision::Fuse && request.is_none()) {
+        // Not a read cutover can fuse or compare: the primary serves it.
+        decision = serve_primary(primary);
+    }
+    let windows = match (&decision, &mut request) {
+        (ReadDecision::Fuse, Some(request)) => request.widen(),
+        _ => Vec::new(),
+    };
+    let texts = request
+        .as_mut()
+        .map(ReadRequest::documents)
+        .unwrap_or_default();
+    let shaping = Shaping {
+        proxy,
+        route,
+        request: request.as_ref(),
+        changed: !windows.is_empty(),
+        texts: &texts,
+        body: &body,
+    };
+
+    // The side that answers first, and the one a shadow, fusion or
+    // fallback also asks.
+    let (first, other) = match decision {
+        ReadDecision::Serve { side, fallback } => (side, fallback.then_some(Side::Blue)),
+        ReadDecision::Shadow | ReadDecision::Fuse => (primary, Some(primary.other())),
+    };
+    let mut other_body = None;
+    if let Some(side) = other.filter(|side| *side != primary) {
+        match shaping.body_for(side, true).await {
+            Ok(body) => other_body = Some(body),
+            Err(skip) => {
+                skip_green(route, &skip);
+                decision = serve_primary(primary);
+            }
+        }
+    }
+    let first_body = match shaping.body_for(first, first != primary).await {
+        Ok(body) => body,
+        Err(skip) if first != primary => {
+            // A split read green cannot take: blue serves it.
+            skip_green(route, &skip);
+            decision = serve_primary(primary);
+            shaping
+                .body_for(primary, false)
+                .await
+                .map_err(embedding_failed(primary))?
+        }
+        Err(skip) => return Err(embedding_failed(first)(skip)),
+    };
+    let other_body = match other {
+        Some(side) if side == primary && decision != serve_primary(primary) => Some(
+            shaping
+                .body_for(side, false)
+                .await
+                .map_err(embedding_failed(side))?,
+        ),
+        _ => other_body,
+    };
+
+    let sides = Sides {
+        proxy,
+        route,
+        protocol,
+        parts: &parts,
+    };
+    match decision {
+        ReadDecision::Serve { side, fallback } => {
+            let fallback = other_body.filter(|_| fallback);
+            sides.serve(side, first_body, fallback).await
+        }
+        ReadDecision::Shadow => {
+            let kind = kind.expect("a shadowed read has a kind");
+            let other_body = other_body.expect("a shadowed read has a copy");
+            let summary = request.as_ref().map_or_else(
+                || format!("{} bytes", body.len()),
+                |r| crate::shadow::summary(&r.describe(), SUMMARY_CHARS),
+            );
+            sides
+                .shadow(label, kind, first_body, other_body, summary)
+                .await
+        }
+        ReadDecision::Fuse => {
+            let kind = kind.expect("a fused read has a kind");
+            let other_body = other_body.expect("a fused read has a copy");
+            sides.fuse(kind, first_body, other_body, &windows).await
+        }
+    }
+}
+
+fn serve_primary(primary: Side) -> ReadDecision {
+    ReadDecision::Serve {
+        side: primary,
+        fallback: false,
+    }
+}
+
+fn mode_label(mode: ReadMode) -> &'static str {
+    match mode {
+        ReadMode::Primary => "primary",
+        ReadMode::Split => "split",
+        ReadMode::Shadow => "shadow",
+        ReadMode::Fuse => "fuse",
+    }
+}
+
+/// Whether cutover must look inside this route's reads.
+fn needs_decoding(route: &Route) -> bool {
+    route.reads.mode != ReadMode::Primary
+        || matches!(route.transform, Transform::Embed(_))
+        || route.reads.blue_embedder.is_some()
+}
+
+fn forced_side(headers: &HeaderMap, allowed: bool) -> Result<Option<Side>, ReadError> {
+    let Some(value) = headers.get(FORCE_SIDE_HEADER).filter(|_| allowed) else {
+        return Ok(None);
+    };
+    match value.as_bytes() {
+        b"blue" => Ok(Some(Side::Blue)),
+        b"green" => Ok(Some(Side::Green)),
+        other => Err(ReadError::Refused(format!(
+            "{FORCE_SIDE_HEADER} must be `blue` or `green`, not `{}`",
+            String::from_utf8_lossy(other)
+        ))),
+    }
+}
+
+fn skip_green(route: &Route, skip: &Skip) {
+    if let Skip::Embedding(err) = skip {
+        tracing::warn!(route = %route.collection, %err, "green's query text could not be embedded; green skips this read");
+    }
+    crate::metrics::read_green_skipped(&route.collection, skip.reason());
+}
+
+fn embedding_failed(side: Side) -> impl Fn(Skip) -> ReadError {
+    move |skip| match skip {
+        Skip::Embedding(message) => ReadError::Embedding {
+            side: side.as_str(),
+            message,
+        },
+        Skip::VectorSize => unreachable!("a side's own vector size is not checked"),
+    }
+}
+
+/// What each side's copy of a read is made from.
+struct Shaping<'a> {
+    proxy: &'a Proxy,
+    route: &'a Route,
+    request: Option<&'a ReadRequest>,
+    /// The decoded request differs from the body (widened for fusion).
+    changed: bool,
+    /// Its text queries.
+    texts: &'a [String],
+    body: &'a Bytes,
+}
+
+impl Shaping<'_> {
+    /// `side`'s body: its text queries embedded by its embedder, and, with
+    /// `check_size` on green, its raw vectors checked against green's sizes.
+    async fn body_for(&self, side: Side, check_size: bool) -> Result<Bytes, Skip> {
+        let Some(request) = self.request else {
+            return Ok(self.body.clone());
+        };
+        if check_size && side == Side::Green && !self.fits_green(request) {
+            return Err(Skip::VectorSize);
+        }
+        let embedder = match (side, &self.route.transform) {
+            (Side::Green, Transform::Embed(spec)) => Some(spec),
+            (Side::Green, _) => None,
+            (Side::Blue, _) => self.route.reads.blue_embedder.as_ref(),
+        };
+        match embedder.filter(|_| !self.texts.is_empty()) {
+            Some(spec) => {
+                let vectors = crate::embedder::embed(spec, self.texts)
+                    .await
+                    .map_err(Skip::Embedding)?;
+                let mut embedded = request.clone();
+                embedded.embed_documents(vectors);
+                Ok(embedded.encode())
+            }
+            None if self.changed => Ok(request.encode()),
+            None => Ok(self.body.clone()),
+        }
+    }
+
+    fn fits_green(&self, request: &ReadRequest) -> bool {
+        let schemas = self.proxy.schemas.load();
+        let green = &self.route.green;
+        let Some(schema) = schemas.get(&(green.upstream.clone(), green.collection.clone())) else {
+            return true;
+        };
+        request.raw_vectors().iter().all(|vector| {
+            schema
+                .0
+                .get(&vector.name)
+                .is_none_or(|size| *size as usize == vector.size)
+        })
+    }
+}
+
+/// Sending a read's copies to the route's sides.
+struct Sides<'a> {
+    proxy: &'a Proxy,
+    route: &'a Route,
+    protocol: Protocol,
+    parts: &'a Parts,
+}
+
+impl Sides<'_> {
+    fn request(
+        &self,
+        side: Side,
+        body: Bytes,
+    ) -> Result<(Resolved, hyper::Request<ProxyBody>), ReadError> {
+        let resolved = self.proxy.resolve_side(self.route, side);
+        let collection = resolved.names.physical.as_deref().expect("a routed side");
+        let request =
+            side_request(self.protocol, self.parts, collection, body).ok_or_else(|| {
+                ReadError::Refused(
+                    "cutover could not rewrite the collection name in this request".into(),
+                )
+            })?;
+        Ok((resolved, request))
+    }
+
+    async fn answer(&self, side: Side, body: Bytes) -> Result<(Answer, Resolved), ReadError> {
+        let (resolved, request) = self.request(side, body)?;
+        let (answer, latency) = answer(&resolved.upstream, self.protocol, request).await?;
+        crate::metrics::upstream_latency(self.protocol.as_str(), Some(side), latency);
+        Ok((answer, resolved))
+    }
+
+    /// One side serves it; with a `fallback` body, blue serves it if that side fails.
+    async fn serve(
+        &self,
+        side: Side,
+        body: Bytes,
+        fallback: Option<Bytes>,
+    ) -> Result<(Response<ProxyBody>, Resolved), ReadError> {
+        let Some(fallback) = fallback else {
+            let (resolved, request) = self.request(side, body)?;
+            let (response, latency) = resolved.upstream.send(self.protocol, request).await?;
+            crate::metrics::upstream_latency(self.protocol.as_str(), Some(side), latency);
+            return Ok((response.map(stream), resolved));
+        };
+        let route = &self.route.collection;
+        match self.answer(side, body).await {
+            Ok((answer, resolved)) if answer.succeeded(self.protocol) => {
+                return Ok((answer.into_response(), resolved));
+            }
+            Ok((answer, _)) => {
+                tracing::warn!(%route, failure = %answer.failure(self.protocol), "read failed on green; blue serves it")
+            }
+            Err(err) => tracing::warn!(%route, %err, "read failed on green; blue serves it"),
+        }
+        crate::metrics::read_fallback(self.protocol.as_str(), route);
+        Box::pin(self.serve(Side::Blue, fallback, None)).await
+    }
+
+    /// The primary serves it; the secondary's copy goes off-path, if there is room.
+    async fn shadow(
+        &self,
+        method: &'static str,
+        kind: ReadKind,
+        body: Bytes,
+        secondary_body: Bytes,
+        summary: String,
+    ) -> Result<(Response<ProxyBody>, Resolved), ReadError> {
+        let primary = self.route.policy.primary;
+        let baseline_body = body.clone();
+        let (resolved, request) = self.request(primary, body)?;
+        let (answer, latency) = answer(&resolved.upstream, self.protocol, request).await?;
+        crate::metrics::upstream_latency(self.protocol.as_str(), Some(primary), latency);
+        let shadows = &self.proxy.shadows;
+        let route = &self.route.collection;
+        if answer.succeeded(self.protocol)
+            && let Some(permit) = shadows.admit(route, secondary_body.len())
+        {
+            let baseline = crate::split::sampled(self.route.reads.baseline_basis_points)
+                .then(|| self.request(primary, baseline_body))
+                .transpose()?
+                .map(|(r, request)| (r.upstream, request));
+            let (secondary, copy) = self.request(primary.other(), secondary_body)?;
+            shadows.spawn(
+                permit,
+                crate::shadow::Mirror {
+                    route: route.clone(),
+                    protocol: self.protocol,
+                    method,
+                    kind,
+                    primary,
+                    primary_answer: answer.body().clone(),
+                    primary_latency: latency,
+                    summary,
+                },
+                crate::shadow::Copies {
+                    secondary: (secondary.upstream, copy),
+                    baseline,
+                },
+            );
+        }
+        Ok((answer.into_response(), resolved))
+    }
+
+    /// Both sides answer, concurrently; the client gets their fusion, or
+    /// the answer of the side that did not fail.
+    async fn fuse(
+        &self,
+        kind: ReadKind,
+        primary_body: Bytes,
+        secondary_body: Bytes,
+        windows: &[Window],
+    ) -> Result<(Response<ProxyBody>, Resolved), ReadError> {
+        let primary = self.route.policy.primary;
+        let (first, second) = tokio::join!(
+            self.answer(primary, primary_body),
+            self.answer(primary.other(), secondary_body)
+        );
+        let protocol = self.protocol;
+        let route = &self.route.collection;
+        let rrf = &self.route.reads.rrf;
+        let ok = |r: &Result<(Answer, Resolved), ReadError>| {
+            r.as_ref().is_ok_and(|(a, _)| a.succeeded(protocol))
+        };
+        let degraded = |reason| crate::metrics::fuse_degraded(protocol.as_str(), route, reason);
+        match (ok(&first), ok(&second)) {
+            (true, true) => {
+                let ((mine, resolved), (theirs, _)) = (first?, second?);
+                let fused = crate::read_answer::fuse(
+                    protocol,
+                    kind,
+                    mine.body(),
+                    Some(theirs.body()),
+                    windows,
+                    rrf,
+                    primary,
+                );
+                match fused {
+                    Ok(body) => Ok((
+                        mine.with_body(body).into_response(),
+                        Resolved {
+                            fused: true,
+                            ..resolved
+                        },
+                    )),
+                    Err(err) => {
+                        tracing::warn!(%route, %err, "answers could not be fused; the primary's is served");
+                        degraded("unfusable");
+                        Ok(cut(mine, resolved, windows, rrf, protocol, kind))
+                    }
+                }
+            }
+            (false, true) => {
+                degraded(primary.as_str());
+                let (answer, resolved) = second?;
+                Ok(cut(answer, resolved, windows, rrf, protocol, kind))
+            }
+            (true, false) => {
+                degraded(primary.other().as_str());
+                let (answer, resolved) = first?;
+                Ok(cut(answer, resolved, windows, rrf, protocol, kind))
+            }
+            (false, false) => {
+                let (answer, resolved) = first?;
+                Ok((answer.into_response(), resolved))
+            }
+        }
+    }
+}
+
+/// One side's answer to a widened request, cut back to the asked window:
+/// its fusion with nothing (its order kept, its scores RRF's).
+fn cut(
+    answer: Answer,
+    resolved: Resolved,
+    windows: &[Window],
+    rrf: &crate::ranking::Rrf,
+    protocol: Protocol,
+    kind: ReadKind,
+) -> (Response<ProxyBody>, Resolved) {
+    let side = resolved.side.expect("a routed side");
+    match crate::read_answer::fuse(protocol, kind, answer.body(), None, windows, rrf, side) {
+        Ok(body) => (answer.with_body(body).into_response(), resolved),
+        Err(_) => (answer.into_response(), resolved),
+    }
+}
