@@ -112,6 +112,7 @@ fn routes_api(
                         "version": table.version,
                         "route": route,
                         "replay": replay_status(&admin.proxy.replay.log.queue(name)),
+                        "shadow": admin.proxy.shadows.route_report(name).0,
                     }),
                 ),
                 None => error(
@@ -119,6 +120,26 @@ fn routes_api(
                     &format!("no route for collection `{name}`"),
                 ),
             }
+        }
+        (&Method::GET, ["routes", name, "shadow"]) => {
+            if router.load().get(name).is_none() {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    &format!("no route for collection `{name}`"),
+                );
+            }
+            let shadows = &admin.proxy.shadows;
+            let (report, mismatches) = shadows.route_report(name);
+            json_response(
+                StatusCode::OK,
+                &json!({
+                    "route": name,
+                    "in_flight": shadows.in_flight(),
+                    "max_in_flight": shadows.max_in_flight(),
+                    "report": report,
+                    "mismatches": mismatches,
+                }),
+            )
         }
         (&Method::PATCH | &Method::PUT, ["routes", name]) => {
             let change: PolicyChange = match serde_json::from_slice(&body) {

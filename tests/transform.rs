@@ -6,111 +6,15 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
+use common::standin::{StandIn, standin_vector};
 use common::*;
-use http_body_util::{BodyExt, Full};
 use qdrant_client::Qdrant;
 use qdrant_client::qdrant as pb;
 use serde_json::{Value, json};
 
 const GREEN_DIM: usize = 768;
-
-/// The stand-in's vector for a text: deterministic, seeded by the text.
-fn standin_vector(text: &str) -> Vec<f32> {
-    let seed = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    Rng::new(seed).vector(GREEN_DIM)
-}
-
-/// A stand-in embedding service: `POST /v1/embeddings` (OpenAI) and
-/// `POST /embed` (TEI). While `down`, it answers 503.
-struct StandIn {
-    addr: SocketAddr,
-    down: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl StandIn {
-    async fn start() -> StandIn {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let down = Arc::new(AtomicBool::new(false));
-        let flag = down.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let down = flag.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(
-                        move |request: hyper::Request<hyper::body::Incoming>| {
-                            let down = down.load(Ordering::SeqCst);
-                            async move {
-                                let path = request.uri().path().to_owned();
-                                let body: Value = serde_json::from_slice(
-                                    &request.into_body().collect().await?.to_bytes(),
-                                )
-                                .unwrap_or(Value::Null);
-                                let texts = |v: &Value| -> Vec<String> {
-                                    v.as_array()
-                                        .unwrap()
-                                        .iter()
-                                        .map(|t| t.as_str().unwrap().to_owned())
-                                        .collect()
-                                };
-                                let (status, answer) = match (down, path.as_str()) {
-                                    (true, _) => (503, json!({ "error": "stand-in is down" })),
-                                    (false, "/v1/embeddings") => (
-                                        200,
-                                        json!({
-                                            "object": "list",
-                                            "data": texts(&body["input"]).iter().enumerate().rev()
-                                                .map(|(i, t)| json!({ "object": "embedding", "index": i, "embedding": standin_vector(t) }))
-                                                .collect::<Vec<_>>(),
-                                        }),
-                                    ),
-                                    (false, "/embed") => (
-                                        200,
-                                        json!(
-                                            texts(&body["inputs"])
-                                                .iter()
-                                                .map(|t| standin_vector(t))
-                                                .collect::<Vec<_>>()
-                                        ),
-                                    ),
-                                    _ => (404, json!({ "error": "no such path" })),
-                                };
-                                Ok::<_, hyper::Error>(
-                                    hyper::Response::builder()
-                                        .status(status)
-                                        .header("content-type", "application/json")
-                                        .body(Full::new(Bytes::from(answer.to_string())))
-                                        .unwrap(),
-                                )
-                            }
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        StandIn { addr, down, task }
-    }
-}
-
-impl Drop for StandIn {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
 
 /// A JSON vector read back as the f32s it was stored as.
 fn floats(vector: &Value) -> Vec<f32> {
@@ -232,7 +136,7 @@ transform = {{ kind = "embed", api = "tei", url = "http://{addr}/embed", text_fi
                 let text = b["payload"]["text"].as_str().unwrap();
                 assert_eq!(
                     floats(&g["vector"]),
-                    standin_vector(text),
+                    standin_vector(text, GREEN_DIM),
                     "{what}: green has the 768-d embedding of `{text}`"
                 );
             }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod faulty;
+pub mod standin;
 
 use std::net::SocketAddr;
 

@@ -1,0 +1,756 @@
+//! Reads through cutover against two real embedded upstreams whose
+//! rankings differ on purpose: fusion against a hand-computed RRF, shadow
+//! comparisons and their mismatch sample, a slow green that a shadow must
+//! not pass on to the client, payload keys, the allow-list and the forced
+//! side, and a green that cannot take a query vector.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::faulty::{Fault, Faulty};
+use common::standin::{StandIn, standin_vector};
+use common::*;
+use qdrant_client::qdrant::points_client::PointsClient;
+use qdrant_client::qdrant::{self as pb};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// Blue ranks 1, 2, 3, 4 for the query [1, 0]; green ranks 3, 1, 5.
+async fn seed(blue: &TestUpstream, green: &TestUpstream) {
+    let http = reqwest::Client::new();
+    for (upstream, collection, points) in [
+        (blue, "docs", vec![(1, 4.0), (2, 3.0), (3, 2.0), (4, 1.0)]),
+        (green, "docs_v2", vec![(3, 3.0), (1, 2.0), (5, 1.0)]),
+    ] {
+        let base = upstream.upstream.rest_url();
+        create_collection(&base, collection, 2, "Dot").await;
+        let side = if collection == "docs" {
+            "blue"
+        } else {
+            "green"
+        };
+        let points: Vec<Value> = points
+            .iter()
+            .map(|(id, x)| json!({ "id": id, "vector": [x, 0.0], "payload": { "side": side } }))
+            .collect();
+        let response = http
+            .put(format!("{base}/collections/{collection}/points?wait=true"))
+            .json(&json!({ "points": points }))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+}
+
+fn route(reads: &str) -> String {
+    format!(
+        r#"
+[[routes]]
+collection = "docs"
+blue = {{ upstream = "blue", collection = "docs" }}
+green = {{ upstream = "green", collection = "docs_v2" }}
+reads = {reads}
+"#
+    )
+}
+
+fn rrf(ranks: &[usize]) -> f64 {
+    ranks.iter().map(|r| 1.0 / (60.0 + *r as f64)).sum()
+}
+
+/// (ID, score, payload side) of each point in a REST list.
+fn rest_points(list: &Value) -> Vec<(u64, f64, String)> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["id"].as_u64().unwrap(),
+                p["score"].as_f64().unwrap(),
+                p["payload"]["side"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn grpc_points(points: &[pb::ScoredPoint]) -> Vec<(u64, f64, String)> {
+    use pb::point_id::PointIdOptions;
+    points
+        .iter()
+        .map(|p| {
+            let Some(PointIdOptions::Num(id)) = p.id.as_ref().unwrap().point_id_options else {
+                panic!("numeric ids")
+            };
+            let side = p
+                .payload
+                .get("side")
+                .and_then(|v| v.as_str().map(|s| s.to_string()))
+                .unwrap_or_default();
+            (id, f64::from(p.score), side)
+        })
+        .collect()
+}
+
+fn assert_ranking(got: &[(u64, f64, String)], want: &[(u64, f64, &str)], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: {got:?}");
+    for ((id, score, side), (want_id, want_score, want_side)) in got.iter().zip(want) {
+        assert_eq!(id, want_id, "{what}: {got:?}");
+        assert!((score - want_score).abs() < 1e-6, "{what}: {got:?}");
+        assert_eq!(side, want_side, "{what}: payload of {id}");
+    }
+}
+
+async fn rest_post(url: String, body: Value, headers: &[(&str, &str)]) -> (String, u16, Value) {
+    let mut request = reqwest::Client::new().post(url).json(&body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    let side = response
+        .headers()
+        .get("x-cutover-side")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let status = response.status().as_u16();
+    (side, status, response.json().await.unwrap())
+}
+
+fn side_of<T>(response: &tonic::Response<T>) -> String {
+    response
+        .metadata()
+        .get("x-cutover-side")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuse_matches_a_hand_computed_rrf_on_both_protocols() {
+    let blue = start_upstream().await;
+    let green = start_upstream().await;
+    seed(&blue, &green).await;
+    let dir = tempfile::tempdir().unwrap();
+    let reads = route(r#"{ mode = "fuse", green_percent = 100.0 }"#);
+    let proxy = start_proxy(
+        &proxy_config(&blue.upstream, &green.upstream, dir.path(), &reads),
+        dir.path(),
+    )
+    .await;
+    let rest = proxy.rest_url();
+
+    // blue 1 2 3 4, green 3 1 5: 1 = 1/61 + 1/62, 3 = 1/63 + 1/61, 2 = 1/62,
+    // 5 = 1/63, 4 = 1/64. Payload from blue where both have the point.
+    let all = [
+        (1, rrf(&[1, 2]), "blue"),
+        (3, rrf(&[3, 1]), "blue"),
+        (2, rrf(&[2]), "blue"),
+        (5, rrf(&[3]), "green"),
+        (4, rrf(&[4]), "blue"),
+    ];
+    let page = &all[1..4];
+
+    let (side, status, body) = rest_post(
+        format!("{rest}/collections/docs/points/query"),
+        json!({ "query": [1.0, 0.0], "limit": 3, "offset": 1, "with_payload": true }),
+        &[],
+    )
+    .await;
+    assert_eq!((side.as_str(), status), ("fused", 200), "{body}");
+    assert_ranking(
+        &rest_points(&body["result"]["points"]),
+        page,
+        "REST query page",
+    );
+    let (_, _, body) = rest_post(
+        format!("{rest}/collections/docs/points/search"),
+        json!({ "vector": [1.0, 0.0], "limit": 10, "with_payload": true }),
+        &[],
+    )
+    .await;
+    assert_ranking(&rest_points(&body["result"]), &all, "REST search");
+    let (_, _, body) = rest_post(
+        format!("{rest}/collections/docs/points/query/batch"),
+        json!({ "searches": [
+            { "query": [1.0, 0.0], "limit": 3, "offset": 1, "with_payload": true },
+            { "query": [1.0, 0.0], "limit": 1, "with_payload": true },
+        ]}),
+        &[],
+    )
+    .await;
+    assert_ranking(
+        &rest_points(&body["result"][0]["points"]),
+        page,
+        "REST batch 0",
+    );
+    // Each side asked for its top 1: blue's 1 and green's 3 tie at 1/61; the primary's first.
+    assert_ranking(
+        &rest_points(&body["result"][1]["points"]),
+        &[(1, rrf(&[1]), "blue")],
+        "REST batch 1",
+    );
+
+    let mut points = PointsClient::connect(proxy.grpc_url()).await.unwrap();
+    #[allow(deprecated)]
+    let response = points
+        .search(pb::SearchPoints {
+            collection_name: "docs".into(),
+            vector: vec![1.0, 0.0],
+            limit: 3,
+            offset: Some(1),
+            with_payload: Some(true.into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(side_of(&response), "fused");
+    assert_ranking(
+        &grpc_points(&response.into_inner().result),
+        page,
+        "gRPC search page",
+    );
+    let query = pb::QueryPoints {
+        collection_name: "docs".into(),
+        query: Some(pb::Query::new_nearest(vec![1.0, 0.0])),
+        limit: Some(10),
+        with_payload: Some(true.into()),
+        ..Default::default()
+    };
+    let response = points.query(query.clone()).await.unwrap();
+    assert_ranking(
+        &grpc_points(&response.into_inner().result),
+        &all,
+        "gRPC query",
+    );
+    let response = points
+        .query_batch(pb::QueryBatchPoints {
+            collection_name: "docs".into(),
+            query_points: vec![query.clone(), query.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for batch in response.into_inner().result {
+        assert_ranking(&grpc_points(&batch.result), &all, "gRPC query batch");
+    }
+
+    // Green down: blue's answer alone, cut to the page, scored by its ranks.
+    green.upstream.stop().await;
+    let (side, status, body) = rest_post(
+        format!("{rest}/collections/docs/points/query"),
+        json!({ "query": [1.0, 0.0], "limit": 3, "offset": 1, "with_payload": true }),
+        &[],
+    )
+    .await;
+    assert_eq!((side.as_str(), status), ("blue", 200), "{body}");
+    let blue_page = [
+        (2, rrf(&[2]), "blue"),
+        (3, rrf(&[3]), "blue"),
+        (4, rrf(&[4]), "blue"),
+    ];
+    assert_ranking(
+        &rest_points(&body["result"]["points"]),
+        &blue_page,
+        "REST degraded",
+    );
+    let response = points
+        .query(pb::QueryPoints {
+            limit: Some(3),
+            offset: Some(1),
+            ..query
+        })
+        .await
+        .unwrap();
+    assert_eq!(side_of(&response), "blue");
+    assert_ranking(
+        &grpc_points(&response.into_inner().result),
+        &blue_page,
+        "gRPC degraded",
+    );
+    assert_metrics_contain(
+        &proxy.admin_url(),
+        &[
+            r#"cutover_read_fuse_degraded_total{protocol="rest",route="docs",reason="green"} 1"#,
+            r#"cutover_read_fuse_degraded_total{protocol="grpc",route="docs",reason="green"} 1"#,
+            r#"cutover_read_decisions_total{route="docs",mode="fuse",decision="fuse"}"#,
+        ],
+    )
+    .await;
+    proxy.running.stop().await;
+    blue.upstream.stop().await;
+}
+
+/// Polls the route's shadow report until `done` says it is complete.
+async fn shadow_report(admin: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = admin_call(admin, Method::GET, "/routes/docs/shadow", None).await;
+        assert_eq!(status, 200, "{body}");
+        if done(&body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "shadow report never complete: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_serves_blue_and_reports_green_against_the_noise_baseline() {
+    let blue = start_upstream().await;
+    let green = start_upstream().await;
+    seed(&blue, &green).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mismatches.jsonl");
+    let config = format!(
+        "{}\n[shadow]\nmismatch_log = \"{}\"\n",
+        route(r#"{ mode = "shadow", green_percent = 100.0, baseline_percent = 100.0 }"#),
+        log.display()
+    );
+    let proxy = start_proxy(
+        &proxy_config(&blue.upstream, &green.upstream, dir.path(), &config),
+        dir.path(),
+    )
+    .await;
+    let (side, status, body) = rest_post(
+        format!("{}/collections/docs/points/query", proxy.rest_url()),
+        json!({ "query": [1.0, 0.0], "limit": 3, "with_payload": true }),
+        &[],
+    )
+    .await;
+    assert_eq!((side.as_str(), status), ("blue", 200));
+    let ids: Vec<u64> = rest_points(&body["result"]["points"])
+        .iter()
+        .map(|p| p.0)
+        .collect();
+    assert_eq!(ids, [1, 2, 3], "the client gets blue's answer, untouched");
+    let mut points = PointsClient::connect(proxy.grpc_url()).await.unwrap();
+    #[allow(deprecated)]
+    let response = points
+        .search(pb::SearchPoints {
+            collection_name: "docs".into(),
+            vector: vec![1.0, 0.0],
+            limit: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(side_of(&response), "blue");
+    let got: Vec<u64> = grpc_points(&response.into_inner().result)
+        .iter()
+        .map(|p| p.0)
+        .collect();
+    assert_eq!(got, [1, 2, 3]);
+
+    let shadow = shadow_report(&proxy.admin_url(), |r| {
+        r["report"]["sides"]["compared"] == 2 && r["report"]["baseline"]["compared"] == 2
+    })
+    .await;
+    let report = &shadow["report"];
+    assert_eq!(report["mirrored"], 2);
+    // Blue 1 2 3 against green 3 1 5: two of three shared, tops differ.
+    assert_eq!(report["sides"]["identical"], 0);
+    assert_eq!(report["sides"]["top1_agree"], 0);
+    assert!((report["sides"]["mean_overlap"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-9);
+    // Exact search on blue agrees with itself: the noise floor is zero.
+    assert_eq!(report["baseline"]["identical"], 2);
+    assert_eq!(report["baseline"]["mean_rbo"], 1.0);
+    let mismatches = shadow["mismatches"].as_array().unwrap();
+    assert_eq!(mismatches.len(), 2, "{shadow}");
+    for m in mismatches {
+        assert_eq!(m["primary_ids"], json!([["1", "2", "3"]]));
+        assert_eq!(m["other_ids"], json!([["3", "1", "5"]]));
+        assert_eq!(m["pair"], "sides");
+        assert!(m["request"].as_str().unwrap().contains("limit"), "{m}");
+    }
+    let methods: Vec<&str> = mismatches
+        .iter()
+        .map(|m| m["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, ["query", "Search"]);
+    let lines: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["protocol"], "grpc");
+    assert_metrics_contain(
+        &proxy.admin_url(),
+        &[
+            r#"cutover_shadow_comparisons_total{route="docs",pair="sides"} 2"#,
+            r#"cutover_shadow_comparisons_total{route="docs",pair="baseline"} 2"#,
+            r#"cutover_shadow_top1_agreements_total{route="docs",pair="baseline"} 2"#,
+            r#"cutover_shadow_duration_seconds_count{route="docs",side="green"} 2"#,
+            r#"cutover_shadow_rbo_ratio_count{route="docs",pair="sides"} 2"#,
+        ],
+    )
+    .await;
+    proxy.running.stop().await;
+    blue.upstream.stop().await;
+    green.upstream.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_green_under_full_shadow_costs_the_client_nothing_and_stays_bounded() {
+    let blue = start_upstream().await;
+    let green = start_upstream().await;
+    seed(&blue, &green).await;
+    let slow = Duration::from_millis(600);
+    let green_rest = Faulty::start(&green.upstream.rest_url(), false).await;
+    let green_grpc = Faulty::start(&green.upstream.grpc_url(), true).await;
+    green_rest.set(Fault::Delay(slow));
+    green_grpc.set(Fault::Delay(slow));
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{}\n[shadow]\nmax_in_flight = 4\n",
+        route(r#"{ mode = "shadow", green_percent = 100.0, baseline_percent = 0.0 }"#)
+    );
+    let proxy = start_proxy(
+        &proxy_config_urls(
+            (blue.upstream.rest_url(), blue.upstream.grpc_url()),
+            (
+                format!("http://{}", green_rest.addr),
+                format!("http://{}", green_grpc.addr),
+            ),
+            dir.path(),
+            &config,
+        ),
+        dir.path(),
+    )
+    .await;
+    let admin = proxy.admin_url();
+    let http = reqwest::Client::new();
+    let mut points = PointsClient::connect(proxy.grpc_url()).await.unwrap();
+    let mut latencies = Vec::new();
+    let mut most_in_flight = 0;
+    for i in 0..40 {
+        let started = Instant::now();
+        if i % 2 == 0 {
+            let response = http
+                .post(format!(
+                    "{}/collections/docs/points/query",
+                    proxy.rest_url()
+                ))
+                .json(&json!({ "query": [1.0, 0.0], "limit": 3 }))
+                .send()
+                .await
+                .unwrap();
+            assert!(response.status().is_success());
+        } else {
+            #[allow(deprecated)]
+            points
+                .search(pb::SearchPoints {
+                    collection_name: "docs".into(),
+                    vector: vec![1.0, 0.0],
+                    limit: 3,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+        latencies.push(started.elapsed());
+        let (_, shadow) = admin_call(&admin, Method::GET, "/routes/docs/shadow", None).await;
+        let in_flight = shadow["in_flight"].as_u64().unwrap();
+        assert!(
+            in_flight <= 4,
+            "the shadow queue grew past its bound: {shadow}"
+        );
+        most_in_flight = most_in_flight.max(in_flight);
+    }
+    latencies.sort();
+    let median = latencies[latencies.len() / 2];
+    assert!(
+        median < slow / 4,
+        "clients waited for the slow green: median {median:?} against {slow:?}"
+    );
+    assert_eq!(most_in_flight, 4, "the bound was reached");
+    let shadow = shadow_report(&admin, |r| r["in_flight"] == 0).await;
+    let report = &shadow["report"];
+    let dropped = report["dropped"]["full"].as_u64().unwrap();
+    let mirrored = report["mirrored"].as_u64().unwrap();
+    assert!(dropped > 0, "a full queue drops shadows: {shadow}");
+    assert_eq!(
+        dropped + mirrored,
+        40,
+        "every read mirrored or counted as dropped"
+    );
+    assert_eq!(report["sides"]["compared"].as_u64().unwrap(), mirrored);
+    assert_metrics_contain(
+        &admin,
+        &[r#"cutover_shadow_dropped_total{route="docs",reason="full"}"#],
+    )
+    .await;
+    proxy.running.stop().await;
+    blue.upstream.stop().await;
+    green.upstream.stop().await;
+}
+
+/// The side one REST query with this tenant in its filter went to.
+async fn rest_side(rest: &str, tenant: &str, headers: &[(&str, &str)]) -> (String, u16, Value) {
+    rest_post(
+        format!("{rest}/collections/docs/points/query"),
+        json!({ "query": [1.0, 0.0], "limit": 1, "filter": { "must": [
+            { "key": "tenant", "match": { "value": tenant } }
+        ]}}),
+        headers,
+    )
+    .await
+}
+
+async fn grpc_side(
+    points: &mut PointsClient<tonic::transport::Channel>,
+    tenant: &str,
+    force: Option<&str>,
+) -> Result<String, tonic::Status> {
+    let mut request = tonic::Request::new(pb::QueryPoints {
+        collection_name: "docs".into(),
+        query: Some(pb::Query::new_nearest(vec![1.0, 0.0])),
+        filter: Some(pb::Filter::must([pb::Condition::matches(
+            "tenant",
+            tenant.to_string(),
+        )])),
+        limit: Some(1),
+        ..Default::default()
+    });
+    if let Some(force) = force {
+        request
+            .metadata_mut()
+            .insert("x-cutover-read-side", force.parse().unwrap());
+    }
+    points.query(request).await.map(|r| side_of(&r))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_key_buckets_alike_on_both_protocols_with_allow_list_and_forced_side() {
+    let blue = start_upstream().await;
+    let green = start_upstream().await;
+    seed(&blue, &green).await;
+    let dir = tempfile::tempdir().unwrap();
+    let reads = route(
+        r#"{ mode = "split", green_percent = 50.0, key = "payload:tenant", green_keys = ["vip"], allow_force_side = true }"#,
+    );
+    let proxy = start_proxy(
+        &proxy_config(&blue.upstream, &green.upstream, dir.path(), &reads),
+        dir.path(),
+    )
+    .await;
+    let (rest, admin) = (proxy.rest_url(), proxy.admin_url());
+    let mut points = PointsClient::connect(proxy.grpc_url()).await.unwrap();
+    let share = cutover::split::basis_points(50.0).unwrap();
+    let mut sides = std::collections::BTreeSet::new();
+    for i in 0..16 {
+        let tenant = format!("tenant-{i}");
+        let want = if cutover::split::to_green(tenant.as_bytes(), share) {
+            "green"
+        } else {
+            "blue"
+        };
+        let (side, status, body) = rest_side(&rest, &tenant, &[]).await;
+        assert_eq!((side.as_str(), status), (want, 200), "{tenant}: {body}");
+        assert_eq!(
+            grpc_side(&mut points, &tenant, None).await.unwrap(),
+            want,
+            "{tenant}"
+        );
+        sides.insert(side);
+    }
+    assert_eq!(sides.len(), 2, "both sides serve some tenants at 50%");
+
+    // At 0%, only the allow-listed key and forced reads reach green.
+    let (status, _) = admin_call(
+        &admin,
+        Method::PATCH,
+        "/routes/docs",
+        Some(json!({ "green_percent": 0.0 })),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(rest_side(&rest, "vip", &[]).await.0, "green");
+    assert_eq!(grpc_side(&mut points, "vip", None).await.unwrap(), "green");
+    assert_eq!(rest_side(&rest, "tenant-1", &[]).await.0, "blue");
+    let forced = [("x-cutover-read-side", "green")];
+    assert_eq!(rest_side(&rest, "tenant-1", &forced).await.0, "green");
+    assert_eq!(
+        grpc_side(&mut points, "tenant-1", Some("green"))
+            .await
+            .unwrap(),
+        "green"
+    );
+    let wrong = [("x-cutover-read-side", "purple")];
+    let (_, status, body) = rest_side(&rest, "tenant-1", &wrong).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["status"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("x-cutover-read-side"),
+        "{body}"
+    );
+    let status = grpc_side(&mut points, "tenant-1", Some("purple"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_metrics_contain(
+        &admin,
+        &[r#"cutover_read_decisions_total{route="docs",mode="split",decision="forced_green"} 2"#],
+    )
+    .await;
+    proxy.running.stop().await;
+    blue.upstream.stop().await;
+    green.upstream.stop().await;
+}
+
+/// Ranked IDs of a direct query to one upstream.
+async fn direct_ids(rest_url: &str, collection: &str, vector: Vec<f32>) -> Vec<u64> {
+    let (_, _, body) = rest_post(
+        format!("{rest_url}/collections/{collection}/points/query"),
+        json!({ "query": vector, "limit": 4 }),
+        &[],
+    )
+    .await;
+    rest_points(&body["result"]["points"])
+        .iter()
+        .map(|p| p.0)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_queries_are_embedded_per_side_and_raw_vectors_green_cannot_take_skip_it() {
+    let blue = start_upstream().await;
+    let green = start_upstream().await;
+    let standin = StandIn::start().await;
+    let http = reqwest::Client::new();
+    // Blue holds a 2-dimension model's vectors, green a 3-dimension one's.
+    for (upstream, collection, dim) in [(&blue, "docs", 2), (&green, "docs_v2", 3)] {
+        let base = upstream.upstream.rest_url();
+        create_collection(&base, collection, dim, "Dot").await;
+        let points: Vec<Value> = (1..=6)
+            .map(|id| json!({ "id": id, "vector": Rng::new(id * 7 + dim as u64).vector(dim) }))
+            .collect();
+        let response = http
+            .put(format!("{base}/collections/{collection}/points?wait=true"))
+            .json(&json!({ "points": points }))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://{}/v1/embeddings", standin.addr);
+    let routes = format!(
+        r#"
+[[routes]]
+collection = "docs"
+blue = {{ upstream = "blue", collection = "docs" }}
+green = {{ upstream = "green", collection = "docs_v2" }}
+transform = {{ kind = "embed", url = "{url}", model = "green-d3", text_field = "text" }}
+reads = {{ mode = "fuse", green_percent = 100.0, blue_embedder = {{ url = "{url}", model = "blue-d2" }} }}
+"#
+    );
+    let proxy = start_proxy(
+        &proxy_config(&blue.upstream, &green.upstream, dir.path(), &routes),
+        dir.path(),
+    )
+    .await;
+    let rest = proxy.rest_url();
+
+    // A text query: each side gets its own model's vector; both rank; fused.
+    let blue_ids = direct_ids(
+        &blue.upstream.rest_url(),
+        "docs",
+        standin_vector("red shoes", 2),
+    )
+    .await;
+    let green_ids = direct_ids(
+        &green.upstream.rest_url(),
+        "docs_v2",
+        standin_vector("red shoes", 3),
+    )
+    .await;
+    let mut want: Vec<(u64, f64)> = Vec::new();
+    for ids in [&blue_ids, &green_ids] {
+        for (rank, id) in ids.iter().enumerate() {
+            match want.iter_mut().find(|(w, _)| w == id) {
+                Some((_, score)) => *score += rrf(&[rank + 1]),
+                None => want.push((*id, rrf(&[rank + 1]))),
+            }
+        }
+    }
+    want.sort_by(|a, b| b.1.total_cmp(&a.1));
+    want.truncate(4);
+    let (side, status, body) = rest_post(
+        format!("{rest}/collections/docs/points/query"),
+        json!({ "query": { "text": "red shoes", "model": "whatever-the-app-sent" }, "limit": 4 }),
+        &[],
+    )
+    .await;
+    assert_eq!((side.as_str(), status), ("fused", 200), "{body}");
+    let got: Vec<(u64, f64)> = rest_points(&body["result"]["points"])
+        .into_iter()
+        .map(|(id, score, _)| (id, score))
+        .collect();
+    assert_eq!(
+        got.iter().map(|p| p.0).collect::<Vec<_>>(),
+        want.iter().map(|p| p.0).collect::<Vec<_>>()
+    );
+    let mut points = PointsClient::connect(proxy.grpc_url()).await.unwrap();
+    let response = points
+        .query(pb::QueryPoints {
+            collection_name: "docs".into(),
+            query: Some(pb::Query::new_nearest(pb::Document::new(
+                "red shoes",
+                "any",
+            ))),
+            limit: Some(4),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(side_of(&response), "fused");
+    let got: Vec<u64> = grpc_points(&response.into_inner().result)
+        .iter()
+        .map(|p| p.0)
+        .collect();
+    assert_eq!(got, want.iter().map(|p| p.0).collect::<Vec<_>>());
+
+    // A raw 2-dimension vector fits blue only: blue serves it, counted.
+    let (side, status, body) = rest_post(
+        format!("{rest}/collections/docs/points/query"),
+        json!({ "query": [1.0, 0.0], "limit": 4 }),
+        &[],
+    )
+    .await;
+    assert_eq!((side.as_str(), status), ("blue", 200), "{body}");
+    let got: Vec<u64> = rest_points(&body["result"]["points"])
+        .iter()
+        .map(|p| p.0)
+        .collect();
+    assert_eq!(
+        got,
+        direct_ids(&blue.upstream.rest_url(), "docs", vec![1.0, 0.0]).await
+    );
+    #[allow(deprecated)]
+    let response = points
+        .search(pb::SearchPoints {
+            collection_name: "docs".into(),
+            vector: vec![1.0, 0.0],
+            limit: 4,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(side_of(&response), "blue");
+    assert_metrics_contain(
+        &proxy.admin_url(),
+        &[r#"cutover_read_green_skipped_total{route="docs",reason="vector_size"} 2"#],
+    )
+    .await;
+    proxy.running.stop().await;
+    blue.upstream.stop().await;
+    green.upstream.stop().await;
+}
