@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 
-use processes::{Endpoint, Server};
+use processes::{Endpoint, RouteSpec, Server};
 use report::{Report, TargetResult};
 use workload::{Client, LoadModel, Mix, Protocol, Run, Shape};
 
@@ -79,6 +79,10 @@ struct Args {
     /// to both (compare with `direct` and `direct green`, each side alone).
     #[arg(long)]
     dual: bool,
+    /// Also measure the read modes against a second upstream as green:
+    /// shadow 100%, split 50% (random key) and fuse 100% (writes go to blue only).
+    #[arg(long)]
+    reads: bool,
     /// Pin every process (upstream, proxies, this one) to this CPU, so that
     /// cross-CPU wake-ups do not blur the tails. Without it, read medians.
     #[arg(long)]
@@ -138,8 +142,8 @@ async fn main() -> anyhow::Result<()> {
             endpoint
         }
     };
-    let start_cutover = |name: &str, green: Option<(&Endpoint, &str)>| -> anyhow::Result<Server> {
-        let config = processes::cutover_config(dir.path(), name, &blue, green)?;
+    let start_cutover = |name: &str, route: Option<RouteSpec>| -> anyhow::Result<Server> {
+        let config = processes::cutover_config(dir.path(), name, &blue, route)?;
         Server::start(
             &args_bin,
             &["serve", "--config", &config.display().to_string()],
@@ -157,12 +161,12 @@ async fn main() -> anyhow::Result<()> {
         ),
     ];
     servers.push(passthrough);
-    // Dual writes: a second upstream as green, and cutover writing to both.
+    // Dual writes and read modes: a second upstream as green, and cutover
+    // routing the collection to both.
     let mut green = None;
-    if args.dual {
+    if args.dual || args.reads {
         let (server, endpoint) = start_embedded("green")?;
         servers.push(server);
-        let dual = start_cutover("dual", Some((&endpoint, "loadtest")))?;
         targets.insert(
             1,
             (
@@ -171,12 +175,43 @@ async fn main() -> anyhow::Result<()> {
                 endpoint.rest.clone(),
             ),
         );
-        targets.push((
-            "cutover dual".to_owned(),
-            dual.address("gRPC")?,
-            dual.address("REST")?,
-        ));
-        servers.push(dual);
+        let mut scenarios = Vec::new();
+        if args.dual {
+            scenarios.push(("dual", "cutover dual", r#"writes = "dual""#));
+        }
+        if args.reads {
+            scenarios.extend([
+                (
+                    "shadow",
+                    "cutover shadow 100%",
+                    r#"reads = { mode = "shadow", green_percent = 100.0 }"#,
+                ),
+                (
+                    "split",
+                    "cutover split 50%",
+                    r#"reads = { mode = "split", green_percent = 50.0 }"#,
+                ),
+                (
+                    "fuse",
+                    "cutover fuse",
+                    r#"reads = { mode = "fuse", green_percent = 100.0 }"#,
+                ),
+            ]);
+        }
+        for (name, label, policy) in scenarios {
+            let route = RouteSpec {
+                green: &endpoint,
+                collection: "loadtest",
+                policy,
+            };
+            let server = start_cutover(name, Some(route))?;
+            targets.push((
+                label.to_owned(),
+                server.address("gRPC")?,
+                server.address("REST")?,
+            ));
+            servers.push(server);
+        }
         green = Some(endpoint);
     }
     let mut peer_processes = Vec::new();

@@ -98,14 +98,21 @@ pub struct Endpoint {
     pub rest: String,
 }
 
-/// cutover's config: `blue` the default upstream; with `green`, a route for
-/// `collection` writing to both (`writes = "dual"`, a failed secondary write
-/// replayed from the log, as by default).
+/// A route for one collection on blue and green, with its policy as TOML
+/// lines (e.g. `writes = "dual"`).
+pub struct RouteSpec<'a> {
+    pub green: &'a Endpoint,
+    pub collection: &'a str,
+    pub policy: &'a str,
+}
+
+/// cutover's config: `blue` the default upstream; with a route, `green` too
+/// and the route's collection under its policy.
 pub fn cutover_config(
     dir: &Path,
     name: &str,
     blue: &Endpoint,
-    green: Option<(&Endpoint, &str)>,
+    route: Option<RouteSpec>,
 ) -> anyhow::Result<PathBuf> {
     let path = dir.join(format!("{name}.toml"));
     let mut text = format!(
@@ -130,7 +137,12 @@ grpc = "{}"
         state = dir.join(format!("{name}-state.json")).display(),
         replay = dir.join(format!("{name}-replay")).display(),
     );
-    if let Some((green, collection)) = green {
+    if let Some(RouteSpec {
+        green,
+        collection,
+        policy,
+    }) = route
+    {
         text.push_str(&format!(
             r#"
 [upstreams.green]
@@ -141,7 +153,7 @@ grpc = "{}"
 collection = "{collection}"
 blue = {{ upstream = "blue", collection = "{collection}" }}
 green = {{ upstream = "green", collection = "{collection}" }}
-writes = "dual"
+{policy}
 "#,
             green.rest, green.grpc
         ));
