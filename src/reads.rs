@@ -85,10 +85,6 @@ pub async fn serve(
         // Not a read cutover can fuse or compare: the primary serves it.
         decision = serve_primary(primary);
     }
-    let windows = match (&decision, &mut request) {
-        (ReadDecision::Fuse, Some(request)) => request.widen(),
-        _ => Vec::new(),
-    };
     let texts = request
         .as_mut()
         .map(ReadRequest::documents)
@@ -97,7 +93,6 @@ pub async fn serve(
         proxy,
         route,
         request: request.as_ref(),
-        changed: !windows.is_empty(),
         texts: &texts,
         body: &body,
     };
@@ -110,7 +105,8 @@ pub async fn serve(
     };
     let mut other_body = None;
     if let Some(side) = other.filter(|side| *side != primary) {
-        match shaping.body_for(side, true).await {
+        let fused = decision == ReadDecision::Fuse;
+        match shaping.body_for(side, true, fused).await {
             Ok(body) => other_body = Some(body),
             Err(skip) => {
                 skip_green(route, &skip);
@@ -118,14 +114,16 @@ pub async fn serve(
             }
         }
     }
-    let first_body = match shaping.body_for(first, first != primary).await {
+    // Decided for good now: a fusion asks each side for the whole page.
+    let fused = decision == ReadDecision::Fuse;
+    let first_body = match shaping.body_for(first, first != primary, fused).await {
         Ok(body) => body,
         Err(skip) if first != primary => {
             // A split read green cannot take: blue serves it.
             skip_green(route, &skip);
             decision = serve_primary(primary);
             shaping
-                .body_for(primary, false)
+                .body_for(primary, false, false)
                 .await
                 .map_err(embedding_failed(primary))?
         }
@@ -134,11 +132,15 @@ pub async fn serve(
     let other_body = match other {
         Some(side) if side == primary && decision != serve_primary(primary) => Some(
             shaping
-                .body_for(side, false)
+                .body_for(side, false, false)
                 .await
                 .map_err(embedding_failed(side))?,
         ),
         _ => other_body,
+    };
+    let windows = match (&decision, &request) {
+        (ReadDecision::Fuse, Some(request)) => request.clone().widen(),
+        _ => Vec::new(),
     };
 
     let sides = Sides {
@@ -230,17 +232,16 @@ struct Shaping<'a> {
     proxy: &'a Proxy,
     route: &'a Route,
     request: Option<&'a ReadRequest>,
-    /// The decoded request differs from the body (widened for fusion).
-    changed: bool,
     /// Its text queries.
     texts: &'a [String],
     body: &'a Bytes,
 }
 
 impl Shaping<'_> {
-    /// `side`'s body: its text queries embedded by its embedder, and, with
-    /// `check_size` on green, its raw vectors checked against green's sizes.
-    async fn body_for(&self, side: Side, check_size: bool) -> Result<Bytes, Skip> {
+    /// `side`'s body: its text queries embedded by its embedder; with
+    /// `check_size` on green, its raw vectors checked against green's sizes;
+    /// with `widen`, asking for the whole page from offset 0.
+    async fn body_for(&self, side: Side, check_size: bool, widen: bool) -> Result<Bytes, Skip> {
         let Some(request) = self.request else {
             return Ok(self.body.clone());
         };
@@ -252,18 +253,21 @@ impl Shaping<'_> {
             (Side::Green, _) => None,
             (Side::Blue, _) => self.route.reads.blue_embedder.as_ref(),
         };
-        match embedder.filter(|_| !self.texts.is_empty()) {
-            Some(spec) => {
-                let vectors = crate::embedder::embed(spec, self.texts)
-                    .await
-                    .map_err(Skip::Embedding)?;
-                let mut embedded = request.clone();
-                embedded.embed_documents(vectors);
-                Ok(embedded.encode())
-            }
-            None if self.changed => Ok(request.encode()),
-            None => Ok(self.body.clone()),
+        let embedder = embedder.filter(|_| !self.texts.is_empty());
+        if embedder.is_none() && !widen {
+            return Ok(self.body.clone());
         }
+        let mut shaped = request.clone();
+        if let Some(spec) = embedder {
+            let vectors = crate::embedder::embed(spec, self.texts)
+                .await
+                .map_err(Skip::Embedding)?;
+            shaped.embed_documents(vectors);
+        }
+        if widen {
+            shaped.widen();
+        }
+        Ok(shaped.encode())
     }
 
     fn fits_green(&self, request: &ReadRequest) -> bool {
