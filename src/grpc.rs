@@ -523,7 +523,7 @@ pub fn collection_name(body: &[u8]) -> Option<&str> {
 }
 
 /// The message of a single uncompressed gRPC frame.
-fn message(body: &[u8]) -> Option<&[u8]> {
+pub fn message(body: &[u8]) -> Option<&[u8]> {
     let (&compressed, rest) = body.split_first()?;
     let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
     (compressed == 0 && rest.len() == 4 + len).then(|| &rest[4..])

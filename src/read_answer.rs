@@ -196,13 +196,8 @@ pub fn fuse(
 }
 
 fn message(body: &[u8]) -> Result<&[u8], String> {
-    let len = body
-        .get(1..5)
-        .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize);
-    match (body.first(), len) {
-        (Some(0), Some(len)) if body.len() == 5 + len => Ok(&body[5..]),
-        _ => Err("the answer is not one uncompressed gRPC message".into()),
-    }
+    crate::grpc::message(body)
+        .ok_or_else(|| "the answer is not one uncompressed gRPC message".into())
 }
 
 fn decode<M: Message + Default>(message: &[u8]) -> Result<M, String> {

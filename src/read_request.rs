@@ -109,7 +109,8 @@ impl ReadRequest {
                 .map(ReadRequest::Rest)
                 .map_err(|e| format!("the request body is not JSON: {e}")),
             Protocol::Grpc => {
-                let message = grpc_message(body).ok_or("not a single uncompressed gRPC message")?;
+                let message =
+                    crate::grpc::message(body).ok_or("not a single uncompressed gRPC message")?;
                 Grpc::decode(kind, message).map(|grpc| ReadRequest::Grpc(Box::new(grpc)))
             }
         }
@@ -256,13 +257,6 @@ impl ReadRequest {
                 .collect(),
         }
     }
-}
-
-/// The message of one uncompressed gRPC frame.
-fn grpc_message(body: &[u8]) -> Option<&[u8]> {
-    let (&compressed, rest) = body.split_first()?;
-    let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-    (compressed == 0 && rest.len() == 4 + len).then(|| &rest[4..])
 }
 
 /// One uncompressed gRPC frame around `message`.

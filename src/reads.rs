@@ -69,11 +69,10 @@ pub async fn serve(
     body: Bytes,
 ) -> Result<(Response<ProxyBody>, Resolved), ReadError> {
     let primary = route.policy.primary;
-    let kind = ReadKind::of(label);
     let forced = forced_side(&parts.headers, route.reads.allow_force_side)?;
-    let mut request = kind
-        .filter(|_| needs_decoding(route))
-        .and_then(|kind| ReadRequest::decode(protocol, kind, &body).ok());
+    // Looked inside only where the route needs to; otherwise streamed as it came.
+    let kind = needs_decoding(route).then(|| ReadKind::of(label)).flatten();
+    let mut request = kind.and_then(|kind| ReadRequest::decode(protocol, kind, &body).ok());
     let key = route.reads.key.of(&parts.headers, &body, request.as_ref());
     let mut decision = route.read_decision(key.as_deref(), forced);
     crate::metrics::read_decision(
@@ -81,8 +80,8 @@ pub async fn serve(
         mode_label(route.reads.mode),
         decision.label(forced.is_some()),
     );
-    if kind.is_none() || (decision == ReadDecision::Fuse && request.is_none()) {
-        // Not a read cutover can fuse or compare: the primary serves it.
+    if matches!(decision, ReadDecision::Shadow | ReadDecision::Fuse) && request.is_none() {
+        // Not a read cutover can read (undecodable): the primary serves it.
         decision = serve_primary(primary);
     }
     let texts = request
@@ -155,7 +154,7 @@ pub async fn serve(
             sides.serve(side, first_body, fallback).await
         }
         ReadDecision::Shadow => {
-            let kind = kind.expect("a shadowed read has a kind");
+            let kind = kind.expect("a shadowed read was decoded");
             let other_body = other_body.expect("a shadowed read has a copy");
             let summary = request.as_ref().map_or_else(
                 || format!("{} bytes", body.len()),
@@ -166,7 +165,7 @@ pub async fn serve(
                 .await
         }
         ReadDecision::Fuse => {
-            let kind = kind.expect("a fused read has a kind");
+            let kind = kind.expect("a fused read was decoded");
             let other_body = other_body.expect("a fused read has a copy");
             sides.fuse(kind, first_body, other_body, &windows).await
         }

@@ -93,18 +93,9 @@ impl ReadDecision {
     /// A bounded label for metrics.
     pub fn label(self, forced: bool) -> &'static str {
         match (self, forced) {
-            (
-                ReadDecision::Serve {
-                    side: Side::Blue, ..
-                },
-                false,
-            ) => "blue",
-            (
-                ReadDecision::Serve {
-                    side: Side::Green, ..
-                },
-                false,
-            ) => "green",
+            (ReadDecision::Shadow, _) => "shadow",
+            (ReadDecision::Fuse, _) => "fuse",
+            (ReadDecision::Serve { side, .. }, false) => side.as_str(),
             (
                 ReadDecision::Serve {
                     side: Side::Blue, ..
@@ -117,8 +108,6 @@ impl ReadDecision {
                 },
                 true,
             ) => "forced_green",
-            (ReadDecision::Shadow, _) => "shadow",
-            (ReadDecision::Fuse, _) => "fuse",
         }
     }
 }

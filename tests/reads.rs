@@ -127,6 +127,31 @@ fn side_of<T>(response: &tonic::Response<T>) -> String {
         .to_owned()
 }
 
+/// A gRPC search of `docs` for [1, 0] with payloads, through `points`.
+async fn grpc_search(
+    points: &mut PointsClient<tonic::transport::Channel>,
+    limit: u64,
+    offset: Option<u64>,
+) -> tonic::Response<pb::SearchResponse> {
+    #[allow(deprecated)]
+    points
+        .search(pb::SearchPoints {
+            collection_name: "docs".into(),
+            vector: vec![1.0, 0.0],
+            limit,
+            offset,
+            with_payload: Some(true.into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
+/// The IDs of (ID, score, side) points, in order.
+fn ids(points: &[(u64, f64, String)]) -> Vec<u64> {
+    points.iter().map(|p| p.0).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fuse_matches_a_hand_computed_rrf_on_both_protocols() {
     let blue = start_upstream().await;
@@ -193,18 +218,7 @@ async fn fuse_matches_a_hand_computed_rrf_on_both_protocols() {
     );
 
     let mut points = PointsClient::connect(proxy.grpc_url()).await.unwrap();
-    #[allow(deprecated)]
-    let response = points
-        .search(pb::SearchPoints {
-            collection_name: "docs".into(),
-            vector: vec![1.0, 0.0],
-            limit: 3,
-            offset: Some(1),
-            with_payload: Some(true.into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let response = grpc_search(&mut points, 3, Some(1)).await;
     assert_eq!(side_of(&response), "fused");
     assert_ranking(
         &grpc_points(&response.into_inner().result),
@@ -323,27 +337,12 @@ async fn shadow_serves_blue_and_reports_green_against_the_noise_baseline() {
     )
     .await;
     assert_eq!((side.as_str(), status), ("blue", 200));
-    let ids: Vec<u64> = rest_points(&body["result"]["points"])
-        .iter()
-        .map(|p| p.0)
-        .collect();
-    assert_eq!(ids, [1, 2, 3], "the client gets blue's answer, untouched");
+    let got = ids(&rest_points(&body["result"]["points"]));
+    assert_eq!(got, [1, 2, 3], "the client gets blue's answer, untouched");
     let mut points = PointsClient::connect(proxy.grpc_url()).await.unwrap();
-    #[allow(deprecated)]
-    let response = points
-        .search(pb::SearchPoints {
-            collection_name: "docs".into(),
-            vector: vec![1.0, 0.0],
-            limit: 3,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let response = grpc_search(&mut points, 3, None).await;
     assert_eq!(side_of(&response), "blue");
-    let got: Vec<u64> = grpc_points(&response.into_inner().result)
-        .iter()
-        .map(|p| p.0)
-        .collect();
+    let got = ids(&grpc_points(&response.into_inner().result));
     assert_eq!(got, [1, 2, 3]);
 
     let shadow = shadow_report(&proxy.admin_url(), |r| {
@@ -442,16 +441,7 @@ async fn a_slow_green_under_full_shadow_costs_the_client_nothing_and_stays_bound
                 .unwrap();
             assert!(response.status().is_success());
         } else {
-            #[allow(deprecated)]
-            points
-                .search(pb::SearchPoints {
-                    collection_name: "docs".into(),
-                    vector: vec![1.0, 0.0],
-                    limit: 3,
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
+            grpc_search(&mut points, 3, None).await;
         }
         latencies.push(started.elapsed());
         let (_, shadow) = admin_call(&admin, Method::GET, "/routes/docs/shadow", None).await;
@@ -613,10 +603,7 @@ async fn direct_ids(rest_url: &str, collection: &str, vector: Vec<f32>) -> Vec<u
         &[],
     )
     .await;
-    rest_points(&body["result"]["points"])
-        .iter()
-        .map(|p| p.0)
-        .collect()
+    ids(&rest_points(&body["result"]["points"]))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -690,14 +677,12 @@ reads = {{ mode = "fuse", green_percent = 100.0, blue_embedder = {{ url = "{url}
     )
     .await;
     assert_eq!((side.as_str(), status), ("fused", 200), "{body}");
-    let got: Vec<(u64, f64)> = rest_points(&body["result"]["points"])
-        .into_iter()
-        .map(|(id, score, _)| (id, score))
-        .collect();
-    assert_eq!(
-        got.iter().map(|p| p.0).collect::<Vec<_>>(),
-        want.iter().map(|p| p.0).collect::<Vec<_>>()
-    );
+    let want_ids: Vec<u64> = want.iter().map(|p| p.0).collect();
+    let got = rest_points(&body["result"]["points"]);
+    assert_eq!(ids(&got), want_ids);
+    for ((_, score, _), (_, want_score)) in got.iter().zip(&want) {
+        assert!((score - want_score).abs() < 1e-9, "{got:?}");
+    }
     let mut points = PointsClient::connect(proxy.grpc_url()).await.unwrap();
     let response = points
         .query(pb::QueryPoints {
@@ -712,11 +697,7 @@ reads = {{ mode = "fuse", green_percent = 100.0, blue_embedder = {{ url = "{url}
         .await
         .unwrap();
     assert_eq!(side_of(&response), "fused");
-    let got: Vec<u64> = grpc_points(&response.into_inner().result)
-        .iter()
-        .map(|p| p.0)
-        .collect();
-    assert_eq!(got, want.iter().map(|p| p.0).collect::<Vec<_>>());
+    assert_eq!(ids(&grpc_points(&response.into_inner().result)), want_ids);
 
     // A raw 2-dimension vector fits blue only: blue serves it, the page as
     // asked (not widened for a fusion that did not happen), counted.
@@ -727,22 +708,10 @@ reads = {{ mode = "fuse", green_percent = 100.0, blue_embedder = {{ url = "{url}
     )
     .await;
     assert_eq!((side.as_str(), status), ("blue", 200), "{body}");
-    let got: Vec<u64> = rest_points(&body["result"]["points"])
-        .iter()
-        .map(|p| p.0)
-        .collect();
+    let got = ids(&rest_points(&body["result"]["points"]));
     let blue_ranking = direct_ids(&blue.upstream.rest_url(), "docs", vec![1.0, 0.0]).await;
     assert_eq!(got, blue_ranking[1..3]);
-    #[allow(deprecated)]
-    let response = points
-        .search(pb::SearchPoints {
-            collection_name: "docs".into(),
-            vector: vec![1.0, 0.0],
-            limit: 4,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let response = grpc_search(&mut points, 4, None).await;
     assert_eq!(side_of(&response), "blue");
     assert_metrics_contain(
         &proxy.admin_url(),
