@@ -251,9 +251,10 @@ async fn forward(
     if method.operation == Operation::Query
         && let Some(route) = collection.as_deref().and_then(|c| table.get(c))
     {
-        return match crate::reads::serve(&proxy, route, Protocol::Grpc, method.label, parts, body)
-            .await
-        {
+        // Boxed, as are the other routed paths below: the passthrough's
+        // future, moved into a task per request, stays small.
+        let read = crate::reads::serve(&proxy, route, Protocol::Grpc, method.label, parts, body);
+        return match Box::pin(read).await {
             Ok((response, served)) => {
                 served.record_in_span();
                 finish(method, &served, table.version, response)
@@ -263,10 +264,8 @@ async fn forward(
     }
     let mut resolved = proxy.resolve(&table, collection.as_deref(), method.operation);
     // A write carrying vectors is shaped for each side's collection.
-    let (body, mut other_body, pending) = match proxy
-        .shape_write(&table, &mut resolved, Protocol::Grpc, method.label, &body)
-        .await
-    {
+    let shaped = proxy.shape_write(&table, &mut resolved, Protocol::Grpc, method.label, &body);
+    let (body, mut other_body, pending) = match Box::pin(shaped).await {
         Ok(Some(shaped)) => {
             let (other, pending) = shaped.secondary.unzip();
             (shaped.primary, other, pending.flatten())
@@ -363,7 +362,8 @@ async fn send(
                 &*resolved.upstream,
                 request,
             );
-            match write::dual(Protocol::Grpc, &route, primary, second, record, replay).await {
+            let dual = write::dual(Protocol::Grpc, &route, primary, second, record, replay);
+            match Box::pin(dual).await {
                 Ok(response) => response,
                 Err(DualError::Primary(err)) => {
                     return unavailable(method, &route, resolved.side, err);

@@ -8,6 +8,9 @@ use clap::{Parser, Subcommand};
 use cutover::config::Config;
 use cutover::embedded::EmbeddedUpstream;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "cutover",

@@ -130,7 +130,10 @@ async fn forward(
                 );
             }
         };
-        return match crate::reads::serve(&proxy, route, Protocol::Rest, label, parts, body).await {
+        // Boxed, as are the other routed paths below: the passthrough's
+        // future, moved into a task per request, stays small.
+        let read = crate::reads::serve(&proxy, route, Protocol::Rest, label, parts, body);
+        return match Box::pin(read).await {
             Ok((response, served)) => {
                 served.record_in_span();
                 finish(label, &served, table.version, response).await
@@ -157,14 +160,8 @@ async fn forward(
                     );
                 }
             };
-            match proxy
-                .shape_write(
-                    &table,
-                    &mut resolved,
-                    Protocol::Rest,
-                    classified.label,
-                    &whole,
-                )
+            let label = classified.label;
+            match Box::pin(proxy.shape_write(&table, &mut resolved, Protocol::Rest, label, &whole))
                 .await
             {
                 Ok(Some(shaped)) => {
@@ -262,7 +259,8 @@ async fn forward(
                 &*resolved.upstream,
                 Request::from_parts(parts, full(body)),
             );
-            match write::dual(Protocol::Rest, &route, first, other, record, &proxy.replay).await {
+            let dual = write::dual(Protocol::Rest, &route, first, other, record, &proxy.replay);
+            match Box::pin(dual).await {
                 Ok(response) => response,
                 Err(DualError::Primary(err)) => return unavailable(err),
                 Err(err) => {

@@ -27,22 +27,31 @@ pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
 }
 
 /// Reads a body's data whole, up to `limit` bytes (trailers are dropped).
+/// A body that came in one frame, as most requests do, is not copied.
 pub async fn read_whole<B>(mut body: B, limit: usize) -> Result<Bytes, String>
 where
     B: hyper::body::Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    let mut whole = bytes::BytesMut::new();
+    let mut only: Option<Bytes> = None;
+    let mut joined = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| e.to_string())?;
-        if let Ok(data) = frame.into_data() {
-            if whole.len() + data.len() > limit {
-                return Err(format!("the body is larger than {limit} bytes"));
-            }
-            whole.extend_from_slice(&data);
+        let Ok(data) = frame.map_err(|e| e.to_string())?.into_data() else {
+            continue;
+        };
+        if joined.len() + only.as_ref().map_or(0, Bytes::len) + data.len() > limit {
+            return Err(format!("the body is larger than {limit} bytes"));
         }
+        if only.is_none() && joined.is_empty() {
+            only = Some(data);
+            continue;
+        }
+        if let Some(earlier) = only.take() {
+            joined.extend_from_slice(&earlier);
+        }
+        joined.extend_from_slice(&data);
     }
-    Ok(whole.freeze())
+    Ok(only.unwrap_or_else(|| joined.freeze()))
 }
 
 pub fn stream(body: Incoming) -> ProxyBody {
@@ -268,4 +277,37 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     headers.remove("keep-alive");
     headers.remove("proxy-connection");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+
+    fn body(
+        chunks: &[&'static [u8]],
+    ) -> StreamBody<
+        impl futures_util::Stream<Item = Result<Frame<Bytes>, std::convert::Infallible>> + Unpin,
+    > {
+        let frames: Vec<_> = chunks
+            .iter()
+            .map(|c| Ok(Frame::data(Bytes::from_static(c))))
+            .collect();
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn reads_one_frame_or_many_whole_within_the_limit() {
+        assert_eq!(read_whole(body(&[b"abc"]), 3).await.unwrap(), "abc");
+        assert_eq!(
+            read_whole(body(&[b"", b"ab", b"c"]), 3).await.unwrap(),
+            "abc"
+        );
+        assert_eq!(read_whole(body(&[]), 3).await.unwrap(), "");
+        for chunks in [&[&b"abcd"[..]][..], &[b"ab", b"cd"], &[b"a", b"b", b"cd"]] {
+            let err = read_whole(body(chunks), 3).await.unwrap_err();
+            assert_eq!(err, "the body is larger than 3 bytes");
+        }
+    }
 }
