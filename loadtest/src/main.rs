@@ -54,6 +54,12 @@ struct Args {
     /// Rounds; every target runs once in each.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// At most this many requests in each measured stretch (and in each warm-up).
+    #[arg(long, default_value_t = 1_000_000)]
+    max_requests: u64,
+    /// Seconds before an unanswered request counts as an error.
+    #[arg(long, default_value_t = 10.0)]
+    request_timeout: f64,
     /// Warm-up seconds per target per round, not measured.
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
@@ -277,6 +283,8 @@ async fn main() -> anyhow::Result<()> {
                 shape: shape.clone(),
                 mix: mix.clone(),
                 queries: queries.clone(),
+                timeout: Duration::from_secs_f64(args.request_timeout),
+                max_requests: args.max_requests,
             };
             runs.push((TargetResult::new(name, *protocol), run));
         }

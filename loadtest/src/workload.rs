@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -393,6 +394,26 @@ pub struct Run {
     pub shape: Arc<Shape>,
     pub mix: Arc<Mix>,
     pub queries: Arc<Vec<Vec<f32>>>,
+    /// A request unanswered this long counts as an error, so a stalled
+    /// target cannot hold the run.
+    pub timeout: Duration,
+    /// At most this many requests per measured stretch.
+    pub max_requests: u64,
+}
+
+/// One request, bounded by `timeout`.
+async fn send(
+    client: &Client,
+    op: Op,
+    n: u64,
+    shape: &Shape,
+    queries: &[Vec<f32>],
+    timeout: Duration,
+) -> Result<(), String> {
+    match tokio::time::timeout(timeout, client.run(op, n, shape, queries)).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {timeout:?}")),
+    }
 }
 
 impl Run {
@@ -407,25 +428,27 @@ impl Run {
     }
 
     async fn closed(&self, clients: usize, deadline: Instant) -> Measured {
+        let issued = Arc::new(AtomicU64::new(0));
         let tasks: Vec<_> = (0..clients)
             .map(|worker| {
-                let (client, shape, mix, queries) = (
+                let (client, shape, mix, queries, issued) = (
                     self.client.clone(),
                     self.shape.clone(),
                     self.mix.clone(),
                     self.queries.clone(),
+                    issued.clone(),
                 );
+                let (timeout, max_requests) = (self.timeout, self.max_requests);
                 tokio::spawn(async move {
                     let mut measured = Measured::default();
                     let mut n = worker as u64;
-                    while Instant::now() < deadline {
+                    while Instant::now() < deadline
+                        && issued.fetch_add(1, Ordering::Relaxed) < max_requests
+                    {
                         let op = mix.pick(n);
                         let sent = Instant::now();
-                        let result = client.run(op, n, &shape, &queries).await;
-                        measured.record(
-                            op,
-                            result.map(|_| sent.elapsed()).map_err(|e| e.to_string()),
-                        );
+                        let result = send(&client, op, n, &shape, &queries, timeout).await;
+                        measured.record(op, result.map(|_| sent.elapsed()));
                         n += clients as u64;
                     }
                     measured
@@ -442,7 +465,7 @@ impl Run {
     async fn open(&self, rate: f64, started: Instant, duration: Duration) -> Measured {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let interval = Duration::from_secs_f64(1.0 / rate);
-        let count = (duration.as_secs_f64() * rate) as u64;
+        let count = ((duration.as_secs_f64() * rate) as u64).min(self.max_requests);
         for n in 0..count {
             let intended = started + interval.mul_f64(n as f64);
             tokio::time::sleep_until(intended.into()).await;
@@ -453,16 +476,12 @@ impl Run {
                 self.queries.clone(),
                 tx.clone(),
             );
+            let timeout = self.timeout;
             tokio::spawn(async move {
                 let op = mix.pick(n);
-                let result = client.run(op, n, &shape, &queries).await;
+                let result = send(&client, op, n, &shape, &queries, timeout).await;
                 // From when it should have been sent, not from when it was.
-                let _ = tx.send((
-                    op,
-                    result
-                        .map(|_| intended.elapsed())
-                        .map_err(|e| e.to_string()),
-                ));
+                let _ = tx.send((op, result.map(|_| intended.elapsed())));
             });
         }
         drop(tx);
@@ -471,5 +490,83 @@ impl Run {
             measured.record(op, result);
         }
         measured
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A target that accepts connections and never answers: a stalled upstream.
+    async fn stalled_target() -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                open.push(stream);
+            }
+        });
+        (url, held)
+    }
+
+    fn run(url: &str, protocol: Protocol, timeout_ms: u64, max_requests: u64) -> Run {
+        Run {
+            client: Arc::new(Client::new(protocol, url).unwrap()),
+            shape: Arc::new(Shape {
+                collection: "stalled".into(),
+                dim: 4,
+                points: 10,
+                top: 3,
+                filter: false,
+                batch: 1,
+                payload_bytes: 0,
+            }),
+            mix: Arc::new("search=1".parse().unwrap()),
+            queries: Arc::new(vectors(4, 4, 1)),
+            timeout: Duration::from_millis(timeout_ms),
+            max_requests,
+        }
+    }
+
+    fn errors(measured: &Measured) -> u64 {
+        measured.errors.values().sum()
+    }
+
+    #[tokio::test]
+    async fn a_stalled_target_costs_errors_not_the_run() {
+        let (url, _held) = stalled_target().await;
+        for protocol in [Protocol::Grpc, Protocol::Rest] {
+            let run = run(&url, protocol, 200, 1_000_000);
+            for model in [
+                LoadModel::Closed { clients: 3 },
+                LoadModel::Open { rate: 20.0 },
+            ] {
+                let measured = run.measure(model, Duration::from_millis(500)).await;
+                assert!(
+                    measured.elapsed < Duration::from_secs(3),
+                    "{model:?} over {protocol:?} took {:?}",
+                    measured.elapsed
+                );
+                assert!(errors(&measured) >= 3, "{model:?}: {}", errors(&measured));
+                assert!(measured.latency_us.is_empty());
+                let first = measured.first_error.as_deref().unwrap();
+                assert!(first.contains("no answer within"), "{first}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stretch_sends_at_most_max_requests() {
+        let (url, _held) = stalled_target().await;
+        let run = run(&url, Protocol::Rest, 50, 5);
+        for model in [
+            LoadModel::Closed { clients: 2 },
+            LoadModel::Open { rate: 100.0 },
+        ] {
+            let measured = run.measure(model, Duration::from_secs(30)).await;
+            assert_eq!(errors(&measured), 5, "{model:?}");
+            assert!(measured.elapsed < Duration::from_secs(5), "{model:?}");
+        }
     }
 }
