@@ -29,9 +29,6 @@ use crate::whole::{Answer, answer};
 /// served by, honoured where the route sets `allow_force_side`.
 pub const FORCE_SIDE_HEADER: &str = "x-cutover-read-side";
 
-/// How long a request summary in the mismatch sample may be.
-const SUMMARY_CHARS: usize = 512;
-
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     /// The client's request cannot be served as asked.
@@ -156,12 +153,12 @@ pub async fn serve(
         ReadDecision::Shadow => {
             let kind = kind.expect("a shadowed read was decoded");
             let other_body = other_body.expect("a shadowed read has a copy");
-            let summary = request.as_ref().map_or_else(
-                || format!("{} bytes", body.len()),
-                |r| crate::shadow::summary(&r.describe(), SUMMARY_CHARS),
-            );
+            let asked = crate::shadow::Asked {
+                request,
+                bytes: body.len(),
+            };
             sides
-                .shadow(label, kind, first_body, other_body, summary)
+                .shadow(label, kind, first_body, other_body, asked)
                 .await
         }
         ReadDecision::Fuse => {
@@ -350,7 +347,7 @@ impl Sides<'_> {
         kind: ReadKind,
         body: Bytes,
         secondary_body: Bytes,
-        summary: String,
+        asked: crate::shadow::Asked,
     ) -> Result<(Response<ProxyBody>, Resolved), ReadError> {
         let primary = self.route.policy.primary;
         let baseline_body = body.clone();
@@ -377,7 +374,7 @@ impl Sides<'_> {
                     primary,
                     primary_answer: answer.body().clone(),
                     primary_latency: latency,
-                    summary,
+                    asked,
                 },
                 crate::shadow::Copies {
                     secondary: (secondary.upstream, copy),

@@ -26,7 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::config::ShadowConfig;
 use crate::ranking::{Agreement, agreement};
 use crate::read_answer::Ranked;
-use crate::read_request::ReadKind;
+use crate::read_request::{ReadKind, ReadRequest};
 use crate::routing::Side;
 use crate::upstream::{Protocol, ProxyBody, Upstream};
 
@@ -58,8 +58,26 @@ pub struct Mirror {
     pub primary: Side,
     pub primary_answer: Bytes,
     pub primary_latency: Duration,
-    /// What the request asked, shortened, for the mismatch sample.
-    pub summary: String,
+    pub asked: Asked,
+}
+
+/// What a mirrored read asked: described, shortened, only for a mismatch
+/// kept in the sample, off the client's path.
+pub struct Asked {
+    pub request: Option<ReadRequest>,
+    pub bytes: usize,
+}
+
+/// How long a request summary in the mismatch sample may be.
+const SUMMARY_CHARS: usize = 512;
+
+impl Asked {
+    fn summary(&self) -> String {
+        match &self.request {
+            Some(request) => summary(&request.describe(), SUMMARY_CHARS),
+            None => format!("{} bytes", self.bytes),
+        }
+    }
 }
 
 /// The copies a mirrored read sends.
@@ -306,7 +324,7 @@ impl Shadows {
             method: mirror.method,
             pair,
             primary: mirror.primary,
-            request: mirror.summary.clone(),
+            request: mirror.asked.summary(),
             primary_ids: primary_ids.clone(),
             other_ids,
             agreement: worst,
@@ -354,7 +372,7 @@ impl Shadows {
 }
 
 /// The first `max` characters of a request, for the mismatch sample.
-pub fn summary(text: &str, max: usize) -> String {
+fn summary(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         Some((at, _)) => format!("{}…", &text[..at]),
         None => text.to_owned(),

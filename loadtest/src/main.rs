@@ -91,9 +91,15 @@ struct Args {
     reads: bool,
     /// Pin every process (upstream, proxies, this one) to this CPU, so that
     /// cross-CPU wake-ups do not blur the tails. Without it, read medians.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "pin_sides")]
     pin_cpu: Option<usize>,
-    /// Where to write JSON with every figure, and an SVG plot per protocol and operation.
+    /// Pin the blue upstream to CPU 0 and green to CPU 1, the rest
+    /// unpinned: each side a machine of its own, as dual writes and read
+    /// modes meet them in production. Read medians.
+    #[arg(long)]
+    pin_sides: bool,
+    /// Where to write the table (results.md), JSON with every figure, and an
+    /// SVG plot per protocol and operation.
     #[arg(long, default_value = "loadtest-results")]
     out: PathBuf,
     /// Exit non-zero if any request failed.
@@ -117,6 +123,11 @@ async fn main() -> anyhow::Result<()> {
 
     // The upstream: embedded in its own process, or the one given.
     let (args_bin, pin_cpu) = (args.cutover_bin.clone(), args.pin_cpu);
+    let upstream_cpu = |label: &str| match (args.pin_sides, label) {
+        (true, "blue") => Some(0),
+        (true, _) => Some(1),
+        (false, _) => pin_cpu,
+    };
     let start_embedded = |label: &str| -> anyhow::Result<(Server, Endpoint)> {
         let data = dir.path().join(label).display().to_string();
         let command = [
@@ -128,7 +139,7 @@ async fn main() -> anyhow::Result<()> {
             "--data",
             &data,
         ];
-        let server = Server::start(&args_bin, &command, pin_cpu)
+        let server = Server::start(&args_bin, &command, upstream_cpu(label))
             .with_context(|| format!("starting the {label} upstream"))?;
         let endpoint = Endpoint {
             grpc: server.address("gRPC")?,
@@ -323,11 +334,20 @@ async fn main() -> anyhow::Result<()> {
                 format!("open loop, {rate} req/s, latency from the intended send time")
             }
         },
-        pinned_cpu: args.pin_cpu,
+        pinning: match (args.pin_cpu, args.pin_sides) {
+            (Some(cpu), _) => format!("every process pinned to CPU {cpu}: tails comparable"),
+            (None, true) => {
+                "blue upstream pinned to CPU 0, green to CPU 1, the rest not pinned: compare medians"
+                    .to_owned()
+            }
+            (None, false) => "processes not pinned: compare medians".to_owned(),
+        },
         results: runs.into_iter().map(|(result, _)| result).collect(),
     };
-    println!("{}", report.markdown());
+    let table = report.markdown();
+    println!("{table}");
     std::fs::create_dir_all(&args.out)?;
+    std::fs::write(args.out.join("results.md"), table)?;
     std::fs::write(
         args.out.join("results.json"),
         serde_json::to_vec_pretty(&report.json())?,

@@ -72,7 +72,8 @@ impl TargetResult {
 pub struct Report {
     pub title: String,
     pub load: String,
-    pub pinned_cpu: Option<usize>,
+    /// Which processes were pinned to which CPU, in words.
+    pub pinning: String,
     pub results: Vec<TargetResult>,
 }
 
@@ -85,13 +86,10 @@ impl Report {
 
     pub fn markdown(&self) -> String {
         let mut out = format!(
-            "{}; {}; {}\n\n| protocol | operation | target | req/s | errors | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |\n|---|---|---|---|---|---|---|---|---|---|\n",
+            "{}; {}; {}\n\n| protocol | operation | target | req/s | errors | p50 added ms | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
             self.title,
             self.load,
-            match self.pinned_cpu {
-                Some(cpu) => format!("every process pinned to CPU {cpu}: tails comparable"),
-                None => "processes not pinned: compare medians".to_owned(),
-            }
+            self.pinning,
         );
         let ratio = |value: f64, base: Option<f64>| match base {
             Some(base) if base > 0.0 => format!(" (x{:.2})", value / base),
@@ -109,6 +107,11 @@ impl Report {
                     ratio(r.throughput(*op), direct.map(|d| d.throughput(*op))),
                     r.errors.get(op).copied().unwrap_or(0),
                 ));
+                // The latency a hop adds, the figure to set beside a peer proxy's.
+                match direct.map(|d| r.quantile_ms(*op, 0.5) - d.quantile_ms(*op, 0.5)) {
+                    Some(added) => out.push_str(&format!(" {added:+.2} |")),
+                    None => out.push_str(" |"),
+                }
                 for (_, q) in QUANTILES {
                     let value = r.quantile_ms(*op, q);
                     out.push_str(&format!(
@@ -147,6 +150,6 @@ impl Report {
                 })
             })
             .collect();
-        json!({ "title": self.title, "load": self.load, "pinned_cpu": self.pinned_cpu, "results": rows })
+        json!({ "title": self.title, "load": self.load, "pinning": self.pinning, "results": rows })
     }
 }
