@@ -170,12 +170,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let passthrough = start_cutover("passthrough", None)?;
     let mut targets = vec![
-        ("direct".to_owned(), blue.grpc.clone(), blue.rest.clone()),
-        (
-            "cutover passthrough".to_owned(),
-            passthrough.address("gRPC")?,
-            passthrough.address("REST")?,
-        ),
+        Target::direct("direct", &blue),
+        Target::proxy("cutover passthrough", &passthrough)?,
     ];
     servers.push(passthrough);
     // Dual writes and read modes: a second upstream as green, and cutover
@@ -184,14 +180,7 @@ async fn main() -> anyhow::Result<()> {
     if args.dual || args.reads {
         let (server, endpoint) = start_embedded("green")?;
         servers.push(server);
-        targets.insert(
-            1,
-            (
-                "direct green".to_owned(),
-                endpoint.grpc.clone(),
-                endpoint.rest.clone(),
-            ),
-        );
+        targets.insert(1, Target::direct("direct green", &endpoint));
         let mut scenarios = Vec::new();
         if args.dual {
             scenarios.push(("dual", "cutover dual", r#"writes = "dual""#));
@@ -222,11 +211,7 @@ async fn main() -> anyhow::Result<()> {
                 policy,
             };
             let server = start_cutover(name, Some(route))?;
-            targets.push((
-                label.to_owned(),
-                server.address("gRPC")?,
-                server.address("REST")?,
-            ));
+            targets.push(Target::proxy(label, &server)?);
             servers.push(server);
         }
         green = Some(endpoint);
@@ -244,11 +229,12 @@ async fn main() -> anyhow::Result<()> {
         .into_iter()
         .flatten()
         {
-            targets.push((
-                peer.name.to_owned(),
-                peer.grpc_url.clone(),
-                peer.rest_url.clone(),
-            ));
+            targets.push(Target {
+                name: peer.name.to_owned(),
+                grpc: peer.grpc_url.clone(),
+                rest: peer.rest_url.clone(),
+                proxy_pid: Some(peer.pid()),
+            });
             peer_processes.push(peer);
         }
     }
@@ -283,11 +269,10 @@ async fn main() -> anyhow::Result<()> {
 
     let mut runs = Vec::new();
     for protocol in &protocols {
-        for (name, grpc, rest) in &targets {
-            let url = if *protocol == Protocol::Grpc {
-                grpc
-            } else {
-                rest
+        for target in &targets {
+            let url = match protocol {
+                Protocol::Grpc => &target.grpc,
+                Protocol::Rest => &target.rest,
             };
             let run = Run {
                 client: Arc::new(Client::new(*protocol, url)?),
@@ -297,16 +282,26 @@ async fn main() -> anyhow::Result<()> {
                 timeout: Duration::from_secs_f64(args.request_timeout),
                 max_requests: args.max_requests,
             };
-            runs.push((TargetResult::new(name, *protocol), run));
+            runs.push((
+                TargetResult::new(&target.name, *protocol),
+                run,
+                target.proxy_pid,
+            ));
         }
     }
     for round in 0..args.rounds {
-        for (result, run) in &mut runs {
+        for (result, run, proxy_pid) in &mut runs {
             run.measure(model, Duration::from_secs_f64(args.warmup))
                 .await;
+            let cpu_before = proxy_pid.and_then(processes::cpu_seconds);
             let measured = run
                 .measure(model, Duration::from_secs_f64(args.seconds))
                 .await;
+            if let (Some(before), Some(after)) =
+                (cpu_before, proxy_pid.and_then(processes::cpu_seconds))
+            {
+                result.add_proxy_cpu(after - before);
+            }
             let requests: u64 = measured.latency_us.values().map(|h| h.len()).sum();
             eprintln!(
                 "round {}/{} {} {}: {requests} requests",
@@ -342,7 +337,7 @@ async fn main() -> anyhow::Result<()> {
             }
             (None, false) => "processes not pinned: compare medians".to_owned(),
         },
-        results: runs.into_iter().map(|(result, _)| result).collect(),
+        results: runs.into_iter().map(|(result, ..)| result).collect(),
     };
     let table = report.markdown();
     println!("{table}");
@@ -380,6 +375,35 @@ async fn main() -> anyhow::Result<()> {
     drop(peer_processes);
     drop(servers);
     Ok(())
+}
+
+/// One thing measured: its two URLs and the proxy process in between, if any.
+struct Target {
+    name: String,
+    grpc: String,
+    rest: String,
+    /// Whose CPU time is charged to the requests it passed.
+    proxy_pid: Option<u32>,
+}
+
+impl Target {
+    fn direct(name: &str, upstream: &Endpoint) -> Target {
+        Target {
+            name: name.to_owned(),
+            grpc: upstream.grpc.clone(),
+            rest: upstream.rest.clone(),
+            proxy_pid: None,
+        }
+    }
+
+    fn proxy(name: &str, cutover: &Server) -> anyhow::Result<Target> {
+        Ok(Target {
+            name: name.to_owned(),
+            grpc: cutover.address("gRPC")?,
+            rest: cutover.address("REST")?,
+            proxy_pid: Some(cutover.pid()),
+        })
+    }
 }
 
 fn port_of(url: &str) -> anyhow::Result<u16> {

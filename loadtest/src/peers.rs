@@ -18,6 +18,12 @@ pub struct Peer {
     pub rest_url: String,
 }
 
+impl Peer {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Peer {
     fn drop(&mut self) {
         let _ = self.child.kill();

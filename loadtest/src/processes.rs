@@ -45,6 +45,10 @@ impl Server {
         Ok(Server { child, addresses })
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn address(&self, label: &str) -> anyhow::Result<String> {
         let (_, address) = self
             .addresses
@@ -64,6 +68,25 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// CPU time (user and system) `pid` and its child processes (nginx's
+/// workers) have used so far, from /proc; None where it cannot be read.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let ticks = |pid: &str| -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // After the command name (in parentheses, maybe with spaces) come
+        // fields 3 on; utime and stime are fields 14 and 15.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+    };
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let own = ticks(&pid.to_string())?;
+    let theirs: u64 = children.split_whitespace().filter_map(ticks).sum();
+    // SAFETY: sysconf only reads a system constant.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Some((own + theirs) as f64 / per_second.max(1) as f64)
 }
 
 /// A command for `program`, run pinned to `cpu` (through taskset) if given.

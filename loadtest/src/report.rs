@@ -20,6 +20,8 @@ pub struct TargetResult {
     pub errors: BTreeMap<Op, u64>,
     pub first_error: Option<String>,
     pub elapsed: Duration,
+    /// CPU seconds the proxy in between used while measured (None: direct).
+    pub proxy_cpu_s: Option<f64>,
 }
 
 impl TargetResult {
@@ -31,7 +33,21 @@ impl TargetResult {
             errors: BTreeMap::new(),
             first_error: None,
             elapsed: Duration::ZERO,
+            proxy_cpu_s: None,
         }
+    }
+
+    pub fn add_proxy_cpu(&mut self, seconds: f64) {
+        *self.proxy_cpu_s.get_or_insert(0.0) += seconds;
+    }
+
+    /// The proxy's CPU time per request, in microseconds, all operations.
+    fn proxy_cpu_us_per_request(&self) -> Option<f64> {
+        let requests: u64 =
+            self.latency_us.values().map(|h| h.len()).sum::<u64>() + self.total_errors();
+        self.proxy_cpu_s
+            .filter(|_| requests > 0)
+            .map(|s| s * 1e6 / requests as f64)
     }
 
     pub fn add(&mut self, measured: Measured) {
@@ -86,10 +102,8 @@ impl Report {
 
     pub fn markdown(&self) -> String {
         let mut out = format!(
-            "{}; {}; {}\n\n| protocol | operation | target | req/s | errors | p50 added ms | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
-            self.title,
-            self.load,
-            self.pinning,
+            "{}; {}; {}\n\n| protocol | operation | target | req/s | errors | proxy CPU µs/req | p50 added ms | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+            self.title, self.load, self.pinning,
         );
         let ratio = |value: f64, base: Option<f64>| match base {
             Some(base) if base > 0.0 => format!(" (x{:.2})", value / base),
@@ -107,7 +121,12 @@ impl Report {
                     ratio(r.throughput(*op), direct.map(|d| d.throughput(*op))),
                     r.errors.get(op).copied().unwrap_or(0),
                 ));
-                // The latency a hop adds, the figure to set beside a peer proxy's.
+                // What the proxy in between spent, and the latency its hop adds:
+                // the figures to set beside a peer proxy's.
+                match r.proxy_cpu_us_per_request() {
+                    Some(us) => out.push_str(&format!(" {us:.0} |")),
+                    None => out.push_str(" |"),
+                }
                 match direct.map(|d| r.quantile_ms(*op, 0.5) - d.quantile_ms(*op, 0.5)) {
                     Some(added) => out.push_str(&format!(" {added:+.2} |")),
                     None => out.push_str(" |"),
@@ -145,6 +164,7 @@ impl Report {
                         "errors": r.errors.get(op).copied().unwrap_or(0),
                         "seconds": r.elapsed.as_secs_f64(),
                         "throughput_per_s": r.throughput(*op),
+                        "proxy_cpu_us_per_request": r.proxy_cpu_us_per_request(),
                         "latency": latency,
                     })
                 })
