@@ -34,15 +34,8 @@ async fn a_thousand_flips_under_load_fail_nothing() {
     for (upstream, name, side) in [(&blue, "docs", "blue"), (&green, "docs_v2", "green")] {
         let base = upstream.upstream.rest_url();
         create_collection(&base, name, 2, "Dot").await;
-        let marker =
-            json!({ "points": [{ "id": 1, "vector": [1.0, 0.0], "payload": { "side": side } }] });
-        let response = http
-            .put(format!("{base}/collections/{name}/points?wait=true"))
-            .json(&marker)
-            .send()
-            .await
-            .unwrap();
-        assert!(response.status().is_success());
+        let marker = json!({ "id": 1, "vector": [1.0, 0.0], "payload": { "side": side } });
+        upsert_points(&base, name, vec![marker]).await;
     }
     let dir = tempfile::tempdir().unwrap();
     let proxy = start_proxy(

@@ -18,7 +18,6 @@ use serde_json::{Value, json};
 
 /// Blue ranks 1, 2, 3, 4 for the query [1, 0]; green ranks 3, 1, 5.
 async fn seed(blue: &TestUpstream, green: &TestUpstream) {
-    let http = reqwest::Client::new();
     for (upstream, collection, points) in [
         (blue, "docs", vec![(1, 4.0), (2, 3.0), (3, 2.0), (4, 1.0)]),
         (green, "docs_v2", vec![(3, 3.0), (1, 2.0), (5, 1.0)]),
@@ -34,26 +33,12 @@ async fn seed(blue: &TestUpstream, green: &TestUpstream) {
             .iter()
             .map(|(id, x)| json!({ "id": id, "vector": [x, 0.0], "payload": { "side": side } }))
             .collect();
-        let response = http
-            .put(format!("{base}/collections/{collection}/points?wait=true"))
-            .json(&json!({ "points": points }))
-            .send()
-            .await
-            .unwrap();
-        assert!(response.status().is_success());
+        upsert_points(&base, collection, points).await;
     }
 }
 
 fn route(reads: &str) -> String {
-    format!(
-        r#"
-[[routes]]
-collection = "docs"
-blue = {{ upstream = "blue", collection = "docs" }}
-green = {{ upstream = "green", collection = "docs_v2" }}
-reads = {reads}
-"#
-    )
+    format!("{DOCS_ROUTE}reads = {reads}\n")
 }
 
 fn rrf(ranks: &[usize]) -> f64 {
@@ -611,7 +596,6 @@ async fn text_queries_are_embedded_per_side_and_raw_vectors_green_cannot_take_sk
     let blue = start_upstream().await;
     let green = start_upstream().await;
     let standin = StandIn::start().await;
-    let http = reqwest::Client::new();
     // Blue holds a 2-dimension model's vectors, green a 3-dimension one's.
     for (upstream, collection, dim) in [(&blue, "docs", 2), (&green, "docs_v2", 3)] {
         let base = upstream.upstream.rest_url();
@@ -619,23 +603,12 @@ async fn text_queries_are_embedded_per_side_and_raw_vectors_green_cannot_take_sk
         let points: Vec<Value> = (1..=6)
             .map(|id| json!({ "id": id, "vector": Rng::new(id * 7 + dim as u64).vector(dim) }))
             .collect();
-        let response = http
-            .put(format!("{base}/collections/{collection}/points?wait=true"))
-            .json(&json!({ "points": points }))
-            .send()
-            .await
-            .unwrap();
-        assert!(response.status().is_success());
+        upsert_points(&base, collection, points).await;
     }
     let dir = tempfile::tempdir().unwrap();
     let url = format!("http://{}/v1/embeddings", standin.addr);
     let routes = format!(
-        r#"
-[[routes]]
-collection = "docs"
-blue = {{ upstream = "blue", collection = "docs" }}
-green = {{ upstream = "green", collection = "docs_v2" }}
-transform = {{ kind = "embed", url = "{url}", model = "green-d3", text_field = "text" }}
+        r#"{DOCS_ROUTE}transform = {{ kind = "embed", url = "{url}", model = "green-d3", text_field = "text" }}
 reads = {{ mode = "fuse", green_percent = 100.0, blue_embedder = {{ url = "{url}", model = "blue-d2" }} }}
 "#
     );

@@ -17,16 +17,7 @@ use serde_json::{Value, json};
 const GREEN_DELAY: Duration = Duration::from_millis(1_500);
 
 fn replay_route(secondary_timeout_ms: u64) -> String {
-    format!(
-        r#"
-[[routes]]
-collection = "docs"
-blue = {{ upstream = "blue", collection = "docs" }}
-green = {{ upstream = "green", collection = "docs_v2" }}
-writes = "dual"
-secondary_timeout_ms = {secondary_timeout_ms}
-"#
-    )
+    format!("{DOCS_ROUTE}writes = \"dual\"\nsecondary_timeout_ms = {secondary_timeout_ms}\n")
 }
 
 /// What the application holds: its clients, pointed at cutover.
@@ -322,14 +313,7 @@ async fn seed(s: &App) {
     let points: Vec<Value> = (1..=STABLE)
         .map(|id| json!({ "id": id, "vector": Rng::new(id).vector(4), "payload": { "stable": true } }))
         .collect();
-    let response = s
-        .http
-        .put(format!("{}/collections/docs/points?wait=true", s.rest_url))
-        .json(&json!({ "points": points }))
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success());
+    upsert_points(&s.rest_url, "docs", points).await;
 }
 
 fn median(mut latencies: Vec<Duration>) -> Duration {

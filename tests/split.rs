@@ -27,15 +27,8 @@ reads = { mode = "split", green_percent = 100.0, key = "random", fallback = fals
 async fn marked(upstream: &TestUpstream, collection: &str, side: &str) {
     let base = upstream.upstream.rest_url();
     create_collection(&base, collection, 2, "Dot").await;
-    let body =
-        json!({ "points": [{ "id": 1, "vector": [1.0, 0.0], "payload": { "side": side } }] });
-    let response = reqwest::Client::new()
-        .put(format!("{base}/collections/{collection}/points?wait=true"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success());
+    let point = json!({ "id": 1, "vector": [1.0, 0.0], "payload": { "side": side } });
+    upsert_points(&base, collection, vec![point]).await;
 }
 
 fn expected(tenant: &str, percent: f64) -> &'static str {

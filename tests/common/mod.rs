@@ -258,6 +258,23 @@ blue = { upstream = "blue", collection = "docs" }
 green = { upstream = "green", collection = "docs_v2" }
 "#;
 
+/// Upserts `points` (REST JSON) into `collection` at `rest_url`, waiting for them.
+pub async fn upsert_points(rest_url: &str, collection: &str, points: Vec<Value>) {
+    let response = reqwest::Client::new()
+        .put(format!(
+            "{rest_url}/collections/{collection}/points?wait=true"
+        ))
+        .json(&json!({ "points": points }))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "upserting into {collection}: {}",
+        response.text().await.unwrap()
+    );
+}
+
 /// Creates a collection of one unnamed vector straight on an upstream, over REST.
 pub async fn create_collection(rest_url: &str, name: &str, size: usize, distance: &str) {
     let response = reqwest::Client::new()
