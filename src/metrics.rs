@@ -43,6 +43,22 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Folds recorded histogram samples into their buckets on a tick until
+/// `shutdown`. The recorder keeps every sample until then (or until a
+/// scrape): without this, a proxy nobody scrapes grows with every request.
+pub async fn upkeep(handle: PrometheusHandle, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(UPKEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => handle.run_upkeep(),
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
 /// The side label of a request: `blue`, `green`, or `default` for passthrough.
 pub fn side_label(side: Option<Side>) -> &'static str {
     side.map_or("default", Side::as_str)

@@ -93,7 +93,10 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     let addr = |l: &TcpListener| l.local_addr().map_err(|e| StartError(e.to_string()));
     let (grpc_addr, rest_addr, admin_addr) = (addr(&grpc)?, addr(&rest)?, addr(&admin_listener)?);
 
-    let mut tasks = Vec::new();
+    let mut tasks = vec![tokio::spawn(crate::metrics::upkeep(
+        admin.metrics.clone(),
+        shutdown.subscribe(),
+    ))];
     if config.replay.fsync == Fsync::Interval {
         let every = Duration::from_millis(config.replay.fsync_interval_ms);
         tasks.push(tokio::spawn(persist_every(

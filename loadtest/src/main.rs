@@ -98,6 +98,11 @@ struct Args {
     /// modes meet them in production. Read medians.
     #[arg(long)]
     pin_sides: bool,
+    /// With --pin-cpu: green's upstream on this CPU instead, a machine of
+    /// its own, while the client's path (load generator, proxies, blue)
+    /// shares the pinned CPU as in the passthrough runs.
+    #[arg(long, requires = "pin_cpu")]
+    green_cpu: Option<usize>,
     /// Where to write the table (results.md), JSON with every figure, and an
     /// SVG plot per protocol and operation.
     #[arg(long, default_value = "loadtest-results")]
@@ -126,6 +131,7 @@ async fn main() -> anyhow::Result<()> {
     let upstream_cpu = |label: &str| match (args.pin_sides, label) {
         (true, "blue") => Some(0),
         (true, _) => Some(1),
+        (false, "green") => args.green_cpu.or(pin_cpu),
         (false, _) => pin_cpu,
     };
     let start_embedded = |label: &str| -> anyhow::Result<(Server, Endpoint)> {
@@ -330,6 +336,10 @@ async fn main() -> anyhow::Result<()> {
             }
         },
         pinning: match (args.pin_cpu, args.pin_sides) {
+            (Some(cpu), _) if green.is_some() && args.green_cpu.is_some_and(|g| g != cpu) => format!(
+                "every process pinned to CPU {cpu} but green's upstream, on CPU {}: tails comparable",
+                args.green_cpu.unwrap_or_default()
+            ),
             (Some(cpu), _) => format!("every process pinned to CPU {cpu}: tails comparable"),
             (None, true) => {
                 "blue upstream pinned to CPU 0, green to CPU 1, the rest not pinned: compare medians"

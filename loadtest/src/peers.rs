@@ -26,8 +26,7 @@ impl Peer {
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::processes::stop(&mut self.child);
     }
 }
 

@@ -65,9 +65,25 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
     }
+}
+
+/// Stops a server as its operator would: SIGTERM, so that it stops what
+/// it started (nginx's master its workers), then SIGKILL if it has not
+/// exited within five seconds.
+pub fn stop(child: &mut Child) {
+    // SAFETY: kill only sends a signal to the process we started.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// CPU time (user and system) `pid` and its child processes (nginx's
@@ -89,16 +105,28 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((own + theirs) as f64 / per_second.max(1) as f64)
 }
 
-/// A command for `program`, run pinned to `cpu` (through taskset) if given.
+/// A command for `program`, run pinned to `cpu` (through taskset) if
+/// given, and sent SIGTERM should the load test die before stopping it.
 pub fn command(program: &std::ffi::OsStr, cpu: Option<usize>) -> Command {
-    match cpu {
+    use std::os::unix::process::CommandExt;
+    let mut command = match cpu {
         Some(cpu) => {
             let mut pinned = Command::new("taskset");
             pinned.args(["-c", &cpu.to_string()]).arg(program);
             pinned
         }
         None => Command::new(program),
+    };
+    // SAFETY: prctl is async-signal-safe and touches only the child.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
+    command
 }
 
 /// Pins this process to `cpu`, so its wake-ups stay on the servers' CPU.
@@ -183,4 +211,42 @@ green = {{ upstream = "green", collection = "{collection}" }}
     }
     std::fs::write(&path, text)?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Running: it exists and is not a zombie waiting to be reaped.
+    fn alive(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| Some(stat.rsplit_once(')')?.1.trim_start().starts_with('Z')))
+            .is_some_and(|zombie| !zombie)
+    }
+
+    /// A server with a worker of its own, as nginx has: stopping the
+    /// server must not leave the worker running.
+    #[test]
+    fn stopping_a_server_stops_the_workers_it_started() {
+        let script = "sleep 60 & worker=$!; trap 'kill $worker; exit 0' TERM; echo $worker; wait";
+        let mut child = command("sh".as_ref(), None)
+            .args(["-c", script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let worker: i32 = line.trim().parse().unwrap();
+        assert!(alive(worker));
+        stop(&mut child);
+        // The worker ends on its own signal; give it a moment.
+        let gone = (0..100).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            !alive(worker)
+        });
+        assert!(gone, "worker {worker} outlived its server");
+    }
 }
