@@ -308,6 +308,7 @@ async fn main() -> anyhow::Result<()> {
             {
                 result.add_proxy_cpu(after - before);
             }
+            result.proxy_peak_rss_mib = proxy_pid.and_then(processes::peak_rss_mib);
             let requests: u64 = measured.latency_us.values().map(|h| h.len()).sum();
             eprintln!(
                 "round {}/{} {} {}: {requests} requests",

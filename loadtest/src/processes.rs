@@ -86,23 +86,45 @@ pub fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// CPU time (user and system) `pid` and its child processes (nginx's
-/// workers) have used so far, from /proc; None where it cannot be read.
+/// `pid` and its child processes (nginx's workers).
+fn family(pid: u32) -> Vec<String> {
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    std::iter::once(pid.to_string())
+        .chain(children.split_whitespace().map(str::to_owned))
+        .collect()
+}
+
+/// CPU time (user and system) `pid` and its child processes have used so
+/// far, from /proc; None where it cannot be read.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let ticks = |pid: &str| -> Option<u64> {
+    let ticks = |pid: &String| -> Option<u64> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // After the command name (in parentheses, maybe with spaces) come
         // fields 3 on; utime and stime are fields 14 and 15.
         let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
         Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
     };
-    let children =
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    let own = ticks(&pid.to_string())?;
-    let theirs: u64 = children.split_whitespace().filter_map(ticks).sum();
+    let family = family(pid);
+    let own = ticks(&family[0])?;
+    let theirs: u64 = family[1..].iter().filter_map(ticks).sum();
     // SAFETY: sysconf only reads a system constant.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     Some((own + theirs) as f64 / per_second.max(1) as f64)
+}
+
+/// The most memory `pid` and its child processes have held resident so
+/// far (each one's peak, `VmHWM`), in MiB; None where it cannot be read.
+pub fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let peak_kib = |pid: &String| -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    let family = family(pid);
+    let own = peak_kib(&family[0])?;
+    let theirs: u64 = family[1..].iter().filter_map(peak_kib).sum();
+    Some((own + theirs) as f64 / 1024.0)
 }
 
 /// A command for `program`, run pinned to `cpu` (through taskset) if

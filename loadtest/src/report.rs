@@ -22,6 +22,8 @@ pub struct TargetResult {
     pub elapsed: Duration,
     /// CPU seconds the proxy in between used while measured (None: direct).
     pub proxy_cpu_s: Option<f64>,
+    /// The proxy's peak resident memory so far, in MiB (None: direct).
+    pub proxy_peak_rss_mib: Option<f64>,
 }
 
 impl TargetResult {
@@ -34,6 +36,7 @@ impl TargetResult {
             first_error: None,
             elapsed: Duration::ZERO,
             proxy_cpu_s: None,
+            proxy_peak_rss_mib: None,
         }
     }
 
@@ -102,7 +105,7 @@ impl Report {
 
     pub fn markdown(&self) -> String {
         let mut out = format!(
-            "{}; {}; {}\n\n| protocol | operation | target | req/s | errors | proxy CPU µs/req | p50 added ms | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+            "{}; {}; {}\n\n| protocol | operation | target | req/s | errors | proxy CPU µs/req | proxy peak RSS MiB | p50 added ms | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
             self.title, self.load, self.pinning,
         );
         let ratio = |value: f64, base: Option<f64>| match base {
@@ -125,6 +128,10 @@ impl Report {
                 // the figures to set beside a peer proxy's.
                 match r.proxy_cpu_us_per_request() {
                     Some(us) => out.push_str(&format!(" {us:.0} |")),
+                    None => out.push_str(" |"),
+                }
+                match r.proxy_peak_rss_mib {
+                    Some(mib) => out.push_str(&format!(" {mib:.1} |")),
                     None => out.push_str(" |"),
                 }
                 match direct.map(|d| r.quantile_ms(*op, 0.5) - d.quantile_ms(*op, 0.5)) {
@@ -165,6 +172,7 @@ impl Report {
                         "seconds": r.elapsed.as_secs_f64(),
                         "throughput_per_s": r.throughput(*op),
                         "proxy_cpu_us_per_request": r.proxy_cpu_us_per_request(),
+                        "proxy_peak_rss_mib": r.proxy_peak_rss_mib,
                         "latency": latency,
                     })
                 })
