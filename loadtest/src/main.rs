@@ -112,12 +112,19 @@ struct Args {
     fail_on_errors: bool,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Pinned before the runtime starts, so its threads inherit the CPU.
     if let Some(cpu) = args.pin_cpu {
         processes::pin_self(cpu)?;
     }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let protocols: Vec<Protocol> = match args.protocols.as_str() {
         "grpc" => vec![Protocol::Grpc],
         "rest" => vec![Protocol::Rest],

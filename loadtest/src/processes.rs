@@ -151,15 +151,21 @@ pub fn command(program: &std::ffi::OsStr, cpu: Option<usize>) -> Command {
     command
 }
 
-/// Pins this process to `cpu`, so its wake-ups stay on the servers' CPU.
+/// Pins the calling thread, and the threads it starts from then on, to
+/// `cpu`, so the load generator's wake-ups stay on the servers' CPU.
 pub fn pin_self(cpu: usize) -> anyhow::Result<()> {
-    let status = Command::new("taskset")
-        .args(["-cp", &cpu.to_string(), &std::process::id().to_string()])
-        .stdout(Stdio::null())
-        .status()
-        .context("running taskset")?;
-    if !status.success() {
-        bail!("taskset could not pin the load generator to CPU {cpu}");
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET and
+    // sched_setaffinity only touch the set and this thread's affinity.
+    let pinned = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if pinned != 0 {
+        bail!(
+            "could not pin the load generator to CPU {cpu}: {}",
+            std::io::Error::last_os_error()
+        );
     }
     Ok(())
 }
@@ -245,6 +251,33 @@ mod tests {
             .ok()
             .and_then(|stat| Some(stat.rsplit_once(')')?.1.trim_start().starts_with('Z')))
             .is_some_and(|zombie| !zombie)
+    }
+
+    /// The CPUs the calling thread may run on.
+    fn allowed_cpus() -> Vec<usize> {
+        // SAFETY: sched_getaffinity fills the set it is given.
+        let set = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            assert_eq!(
+                libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set),
+                0
+            );
+            set
+        };
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|cpu| unsafe { libc::CPU_ISSET(*cpu, &set) })
+            .collect()
+    }
+
+    /// The load generator's runtime threads start after the pin: they
+    /// must be on the pinned CPU too, not only the thread that pinned.
+    #[test]
+    fn threads_started_after_pinning_stay_on_the_cpu() {
+        let started_after = std::thread::spawn(|| {
+            pin_self(0).unwrap();
+            std::thread::spawn(allowed_cpus).join().unwrap()
+        });
+        assert_eq!(started_after.join().unwrap(), vec![0]);
     }
 
     /// A server with a worker of its own, as nginx has: stopping the
