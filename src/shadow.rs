@@ -220,6 +220,9 @@ impl Shadows {
         let span = tracing::info_span!("shadow", route = %mirror.route, side = mirror.primary.other().as_str());
         tokio::spawn(tracing::Instrument::instrument(
             async move {
+                // Behind the tasks already woken, the one sending the client
+                // its answer among them: the mirror starts once it is on its way.
+                tokio::task::yield_now().await;
                 shadows.run(mirror, copies).await;
                 drop(permit);
                 shadows.in_flight_changed();

@@ -91,16 +91,12 @@ struct Args {
     reads: bool,
     /// Pin every process (upstream, proxies, this one) to this CPU, so that
     /// cross-CPU wake-ups do not blur the tails. Without it, read medians.
-    #[arg(long, conflicts_with = "pin_sides")]
-    pin_cpu: Option<usize>,
-    /// Pin the blue upstream to CPU 0 and green to CPU 1, the rest
-    /// unpinned: each side a machine of its own, as dual writes and read
-    /// modes meet them in production. Read medians.
     #[arg(long)]
-    pin_sides: bool,
+    pin_cpu: Option<usize>,
     /// With --pin-cpu: green's upstream on this CPU instead, a machine of
-    /// its own, while the client's path (load generator, proxies, blue)
-    /// shares the pinned CPU as in the passthrough runs.
+    /// its own, as dual writes and read modes meet it in production, while
+    /// the client's path (load generator, proxies, blue) shares the pinned
+    /// CPU as in the passthrough runs.
     #[arg(long, requires = "pin_cpu")]
     green_cpu: Option<usize>,
     /// Where to write the table (results.md), JSON with every figure, and an
@@ -135,11 +131,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     // The upstream: embedded in its own process, or the one given.
     let (args_bin, pin_cpu) = (args.cutover_bin.clone(), args.pin_cpu);
-    let upstream_cpu = |label: &str| match (args.pin_sides, label) {
-        (true, "blue") => Some(0),
-        (true, _) => Some(1),
-        (false, "green") => args.green_cpu.or(pin_cpu),
-        (false, _) => pin_cpu,
+    let upstream_cpu = |label: &str| match label {
+        "green" => args.green_cpu.or(pin_cpu),
+        _ => pin_cpu,
     };
     let start_embedded = |label: &str| -> anyhow::Result<(Server, Endpoint)> {
         let data = dir.path().join(label).display().to_string();
@@ -343,17 +337,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 format!("open loop, {rate} req/s, latency from the intended send time")
             }
         },
-        pinning: match (args.pin_cpu, args.pin_sides) {
-            (Some(cpu), _) if green.is_some() && args.green_cpu.is_some_and(|g| g != cpu) => format!(
-                "every process pinned to CPU {cpu} but green's upstream, on CPU {}: tails comparable",
-                args.green_cpu.unwrap_or_default()
+        pinning: match (args.pin_cpu, args.green_cpu) {
+            (Some(cpu), Some(green_cpu)) if green.is_some() && green_cpu != cpu => format!(
+                "every process pinned to CPU {cpu} but green's upstream, on CPU {green_cpu}: tails comparable"
             ),
             (Some(cpu), _) => format!("every process pinned to CPU {cpu}: tails comparable"),
-            (None, true) => {
-                "blue upstream pinned to CPU 0, green to CPU 1, the rest not pinned: compare medians"
-                    .to_owned()
-            }
-            (None, false) => "processes not pinned: compare medians".to_owned(),
+            (None, _) => "processes not pinned: compare medians".to_owned(),
         },
         results: runs.into_iter().map(|(result, ..)| result).collect(),
     };

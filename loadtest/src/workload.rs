@@ -466,9 +466,21 @@ impl Run {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let interval = Duration::from_secs_f64(1.0 / rate);
         let count = ((duration.as_secs_f64() * rate) as u64).min(self.max_requests);
-        for n in 0..count {
-            let intended = started + interval.mul_f64(n as f64);
-            tokio::time::sleep_until(intended.into()).await;
+        // Paced by an OS thread: tokio's timer ticks in whole milliseconds,
+        // so a send it paced would leave up to 1 ms late, and that lateness
+        // would count in the request's latency. A thread sleeps to within
+        // tens of microseconds.
+        let (due_tx, mut due) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for n in 0..count {
+                let intended = started + interval.mul_f64(n as f64);
+                std::thread::sleep(intended.saturating_duration_since(Instant::now()));
+                if due_tx.send((n, intended)).is_err() {
+                    return;
+                }
+            }
+        });
+        while let Some((n, intended)) = due.recv().await {
             let (client, shape, mix, queries, tx) = (
                 self.client.clone(),
                 self.shape.clone(),
