@@ -139,6 +139,8 @@ pub fn command(program: &std::ffi::OsStr, cpu: Option<usize>) -> Command {
         }
         None => Command::new(program),
     };
+    // The kernel sends it when the thread that spawned the child ends:
+    // servers are started from the main thread, which lasts the run.
     // SAFETY: prctl is async-signal-safe and touches only the child.
     unsafe {
         command.pre_exec(|| {
