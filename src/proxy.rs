@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -18,6 +18,10 @@ use crate::routing::{Operation, Route, Router, RoutingTable, SecondaryFailure, S
 use crate::transform::{Refusal, Schema, Schemas, Shaping};
 use crate::upstream::{Protocol, Upstream};
 
+/// A target whose vector sizes could not be read is read again, for a
+/// write that needs them, at most this often.
+const SCHEMA_RETRY: Duration = Duration::from_secs(5);
+
 /// Response header: the routing version the request was decided by.
 pub const VERSION_HEADER: &str = "x-cutover-routing-version";
 /// Response header: the side that answered a routed request.
@@ -28,8 +32,11 @@ pub struct Proxy {
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
     pub default: Arc<Upstream>,
     pub replay: Arc<Replay>,
-    /// Each route target's vector sizes, read at start and on reload.
+    /// Each route target's vector sizes, read at start and on reload, and
+    /// for a target not known yet, on the first write that needs it.
     pub schemas: ArcSwap<Schemas>,
+    /// When each target missing from `schemas` was last read for a write.
+    pub schema_reads: std::sync::Mutex<BTreeMap<(String, String), Instant>>,
     pub shadows: Arc<crate::shadow::Shadows>,
 }
 
@@ -108,6 +115,44 @@ impl Proxy {
         self.schemas.store(Arc::new(schemas));
     }
 
+    /// The vector sizes, those of `route`'s targets among them: a target
+    /// not known yet (its collection made after cutover started, say) is
+    /// read now, unless it was tried within `SCHEMA_RETRY`.
+    async fn schemas_for(&self, route: &Route) -> Arc<Schemas> {
+        let known = self.schemas.load_full();
+        let due: Vec<(String, String)> = [&route.blue, &route.green]
+            .into_iter()
+            .map(|t| (t.upstream.clone(), t.collection.clone()))
+            .filter(|target| !known.contains_key(target))
+            .filter(|target| {
+                let mut tried = self.schema_reads.lock().expect("not poisoned");
+                let now = Instant::now();
+                let due = tried
+                    .get(target)
+                    .is_none_or(|at| now.duration_since(*at) >= SCHEMA_RETRY);
+                if due {
+                    tried.insert(target.clone(), now);
+                }
+                due
+            })
+            .collect();
+        if due.is_empty() {
+            return known;
+        }
+        for (upstream, collection) in due {
+            let Some(schema) = Schema::fetch(&self.upstreams[&upstream], &collection).await else {
+                continue;
+            };
+            tracing::info!(upstream, collection, "collection vector sizes read");
+            self.schemas.rcu(|current| {
+                let mut next = Schemas::clone(current);
+                next.insert((upstream.clone(), collection.clone()), schema.clone());
+                next
+            });
+        }
+        self.schemas.load_full()
+    }
+
     /// Shapes a routed write (`label` is its method) for its sides: each
     /// side's vectors checked and transformed for its collection. `Ok(None)`:
     /// nothing to shape, the body goes as it came.
@@ -125,7 +170,12 @@ impl Proxy {
         let Some(route) = resolved.names.route.as_deref().and_then(|r| table.get(r)) else {
             return Ok(None);
         };
-        let schemas = self.schemas.load();
+        if resolved.secondary.is_none() && route.transform == crate::transform::Transform::Same {
+            // One side, sent as it came: that side checks the vectors itself
+            // and the client gets its own answer, as without cutover.
+            return Ok(None);
+        }
+        let schemas = self.schemas_for(route).await;
         let schema =
             |t: &crate::routing::Target| schemas.get(&(t.upstream.clone(), t.collection.clone()));
         let shaping = Shaping {

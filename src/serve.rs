@@ -72,6 +72,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         router,
         replay: replay.clone(),
         schemas: Default::default(),
+        schema_reads: Default::default(),
         shadows: Arc::new(Shadows::new(config.shadow.clone()).map_err(StartError)?),
     });
     proxy.refresh_schemas().await;

@@ -1,8 +1,9 @@
 //! Green transforms and vector checks for writes that carry vectors
 //! (upserts and vector updates). Each side's copy is made to fit its own
 //! collection, checked against that collection's vector sizes (read from
-//! the upstream at start and on reload), and refused whole, before anything
-//! is sent, when it does not fit.
+//! the upstream at start, on reload, and on the first write to a collection
+//! not known then), and refused whole, before anything is sent, when it
+//! does not fit.
 //!
 //! - `same`: both sides get the vectors as sent.
 //! - `named`: the application sends named vectors; each side keeps the names

@@ -338,3 +338,48 @@ transform = { kind = "named" }
     blue.upstream.stop().await;
     green.upstream.stop().await;
 }
+
+/// cutover reads each side's vector sizes at start; collections made after
+/// it started (the usual order: start the proxy, then create collections)
+/// are read on the first write that needs them, so the check still holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sizes_of_collections_made_after_start_are_checked() {
+    let (blue, green) = (start_upstream().await, start_upstream().await);
+    let dir = tempfile::tempdir().unwrap();
+    let routes = format!("{DOCS_ROUTE}writes = \"dual\"\n");
+    let proxy = start_proxy(
+        &proxy_config(&blue.upstream, &green.upstream, dir.path(), &routes),
+        dir.path(),
+    )
+    .await;
+    create_collection(&blue.upstream.rest_url(), "docs", 4, "Dot").await;
+    create_collection(&green.upstream.rest_url(), "docs_v2", 8, "Dot").await;
+
+    let http = reqwest::Client::new();
+    let response = http
+        .put(format!(
+            "{}/collections/docs/points?wait=true",
+            proxy.rest_url()
+        ))
+        .json(&json!({ "points": [{ "id": 1, "vector": [1.0, 0.0, 0.0, 0.0] }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let message = response.json::<Value>().await.unwrap()["status"]["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains("4 dimensions, but green's collection expects 8"),
+        "{message}"
+    );
+    assert_eq!(
+        all_points(&http, &blue.upstream.rest_url(), "docs").await,
+        json!([]),
+        "blue was not written either"
+    );
+    proxy.running.stop().await;
+    blue.upstream.stop().await;
+    green.upstream.stop().await;
+}
