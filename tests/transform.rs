@@ -286,29 +286,7 @@ transform = { kind = "named" }
     )
     .await;
 
-    let response = http
-        .put(format!(
-            "{}/collections/docs/points?wait=true",
-            proxy.rest_url()
-        ))
-        .json(&json!({ "points": [{ "id": 1, "vector": [1.0, 0.0, 0.0, 0.0] }] }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 400);
-    let message = response.json::<Value>().await.unwrap()["status"]["error"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        message.contains("4 dimensions, but green's collection expects 8"),
-        "{message}"
-    );
-    assert_eq!(
-        all_points(&http, &blue.upstream.rest_url(), "docs").await,
-        json!([]),
-        "blue was not written either"
-    );
+    refuses_a_vector_too_small_for_green(&http, &proxy, &blue).await;
 
     let grpc = Qdrant::from_url(&proxy.grpc_url())
         .skip_compatibility_check()
@@ -356,6 +334,20 @@ async fn sizes_of_collections_made_after_start_are_checked() {
     create_collection(&green.upstream.rest_url(), "docs_v2", 8, "Dot").await;
 
     let http = reqwest::Client::new();
+    refuses_a_vector_too_small_for_green(&http, &proxy, &blue).await;
+    proxy.running.stop().await;
+    blue.upstream.stop().await;
+    green.upstream.stop().await;
+}
+
+/// A 4-dimension point written to `docs` (dual, green's collection of 8
+/// dimensions) is refused whole: a REST 400 naming green's size, and blue
+/// not written either.
+async fn refuses_a_vector_too_small_for_green(
+    http: &reqwest::Client,
+    proxy: &TestProxy,
+    blue: &TestUpstream,
+) {
     let response = http
         .put(format!(
             "{}/collections/docs/points?wait=true",
@@ -375,11 +367,8 @@ async fn sizes_of_collections_made_after_start_are_checked() {
         "{message}"
     );
     assert_eq!(
-        all_points(&http, &blue.upstream.rest_url(), "docs").await,
+        all_points(http, &blue.upstream.rest_url(), "docs").await,
         json!([]),
         "blue was not written either"
     );
-    proxy.running.stop().await;
-    blue.upstream.stop().await;
-    green.upstream.stop().await;
 }
