@@ -1,13 +1,15 @@
-//! The passthrough hot path, per request: classify the method, look the
-//! collection up in the routing table, rewrite the name for the chosen side.
+//! The hot paths, per request: classify the method, look the collection up
+//! in the routing table, rewrite the name for the chosen side; and a dual
+//! write's vector check (transform `same`, both sides' sizes known).
 
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use cutover::config::Config;
 use cutover::routing::{Operation, Router};
+use cutover::transform::{Schema, Shaping, Transform};
 use prost::Message;
-use qdrant_client::qdrant::SearchPoints;
+use qdrant_client::qdrant::{PointStruct, SearchPoints, UpsertPoints};
 
 /// A config with 100 routes, `c0` .. `c99`, each to `cN_v2` on green.
 fn config(state_dir: &std::path::Path) -> Config {
@@ -96,5 +98,52 @@ fn hot_path(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, hot_path);
+/// An upsert of 8 points of 768 dimensions with a 64-byte payload filler,
+/// as the load test sends it: gRPC (framed) and REST.
+fn upsert_bodies() -> (Vec<u8>, Vec<u8>) {
+    let vector = |i: usize| (0..768).map(move |d| ((i * 768 + d) % 97) as f32 / 97.0 - 0.5);
+    let payload =
+        |i: usize| serde_json::json!({ "group": format!("g{}", i % 5), "blob": "x".repeat(64) });
+    let grpc = UpsertPoints {
+        collection_name: "c42".into(),
+        wait: Some(true),
+        points: (0..8)
+            .map(|i| {
+                PointStruct::new(
+                    i as u64,
+                    vector(i).collect::<Vec<f32>>(),
+                    qdrant_client::Payload::try_from(payload(i)).unwrap(),
+                )
+            })
+            .collect(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let mut frame = vec![0];
+    frame.extend_from_slice(&(grpc.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&grpc);
+    let points: Vec<_> = (0..8)
+        .map(|i| serde_json::json!({ "id": i, "vector": vector(i).collect::<Vec<f32>>(), "payload": payload(i) }))
+        .collect();
+    let rest = serde_json::to_vec(&serde_json::json!({ "points": points })).unwrap();
+    (frame, rest)
+}
+
+fn dual_write_check(c: &mut Criterion) {
+    let schema = Schema([(String::new(), 768)].into());
+    let shaping = Shaping {
+        transform: &Transform::Same,
+        blue: Some(&schema),
+        green: Some(&schema),
+    };
+    let (grpc, rest) = upsert_bodies();
+    c.bench_function("grpc upsert check (8 points, 768 dims, same)", |b| {
+        b.iter(|| black_box(shaping.grpc("Upsert", black_box(&grpc)).unwrap().is_none()))
+    });
+    c.bench_function("rest upsert check (8 points, 768 dims, same)", |b| {
+        b.iter(|| black_box(shaping.rest("upsert", black_box(&rest)).unwrap().is_none()))
+    });
+}
+
+criterion_group!(benches, hot_path, dual_write_check);
 criterion_main!(benches);

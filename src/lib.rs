@@ -22,5 +22,6 @@ pub mod shadow;
 pub mod split;
 pub mod transform;
 pub mod upstream;
+pub mod vector_sizes;
 pub mod whole;
 pub mod write;

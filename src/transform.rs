@@ -3,12 +3,14 @@
 //! collection, checked against that collection's vector sizes (read from
 //! the upstream at start, on reload, and on the first write to a collection
 //! not known then), and refused whole, before anything is sent, when it
-//! does not fit.
+//! does not fit. The checks read only names and sizes (`vector_sizes`);
+//! a write is decoded and rebuilt only when a transform changes it.
 //!
-//! - `same`: both sides get the vectors as sent.
+//! - `same`: both sides get the body as sent, byte for byte. Dense vectors
+//!   are checked; sparse, multi and inference vectors are left to each side.
 //! - `named`: the application sends named vectors; each side keeps the names
 //!   its collection has.
-//! - `embed`: blue gets the vectors as sent; green's vector is computed from a
+//! - `embed`: blue's vectors are checked and sent as they came; green's vector is computed from a
 //!   payload text field by an embedding service. A vector update carries no
 //!   text, so green has nothing to change and is not sent one.
 
@@ -23,6 +25,7 @@ use serde_json::{Value, json};
 use crate::embedder::EmbedSpec;
 use crate::routing::Side;
 use crate::upstream::{Protocol, Upstream};
+use crate::vector_sizes::{self, Sizes, VectorSize};
 
 /// How green's copy of a write is made from blue's.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
@@ -90,9 +93,6 @@ pub struct Shaping<'a> {
     pub green: Option<&'a Schema>,
 }
 
-/// A point's dense vectors: `""` names the unnamed one.
-type Vectors = BTreeMap<String, Vec<f32>>;
-
 /// The write, as each side gets it. `green: None` means green gets no copy.
 pub struct Shaped {
     pub blue: Bytes,
@@ -115,6 +115,37 @@ impl Shaped {
     }
 }
 
+/// A gRPC message's point: an upsert's or a vector update's.
+trait GrpcPoint {
+    fn id(&self) -> &Option<pb::PointId>;
+    fn vectors(&self) -> Option<&pb::Vectors>;
+    fn vectors_mut(&mut self) -> &mut Option<pb::Vectors>;
+}
+
+impl GrpcPoint for pb::PointStruct {
+    fn id(&self) -> &Option<pb::PointId> {
+        &self.id
+    }
+    fn vectors(&self) -> Option<&pb::Vectors> {
+        self.vectors.as_ref()
+    }
+    fn vectors_mut(&mut self) -> &mut Option<pb::Vectors> {
+        &mut self.vectors
+    }
+}
+
+impl GrpcPoint for pb::PointVectors {
+    fn id(&self) -> &Option<pb::PointId> {
+        &self.id
+    }
+    fn vectors(&self) -> Option<&pb::Vectors> {
+        self.vectors.as_ref()
+    }
+    fn vectors_mut(&mut self) -> &mut Option<pb::Vectors> {
+        &mut self.vectors
+    }
+}
+
 impl Shaping<'_> {
     fn schema(&self, side: Side) -> Option<&Schema> {
         match side {
@@ -128,62 +159,70 @@ impl Shaping<'_> {
         *self.transform != Transform::Same || self.blue.is_some() || self.green.is_some()
     }
 
-    /// One side's vectors for one point, checked against its schema.
-    fn side_vectors(&self, side: Side, id: &str, vectors: &Vectors) -> Result<Vectors, Refusal> {
-        let kept: Vectors = match (&self.transform, self.schema(side)) {
-            (&Transform::Named, Some(schema)) => vectors
-                .iter()
-                .filter(|(name, _)| schema.0.contains_key(*name))
-                .map(|(n, v)| (n.clone(), v.clone()))
-                .collect(),
-            _ => vectors.clone(),
-        };
-        if let Some(schema) = self.schema(side) {
-            if *self.transform == Transform::Named && kept.is_empty() && !vectors.is_empty() {
-                return Err(Refusal(format!(
-                    "point {id}: none of its vectors ({}) is one {} has ({}); fix: send the vector names of both collections",
-                    names(vectors.keys()),
-                    side.as_str(),
-                    names(schema.0.keys())
-                )));
-            }
-            for (name, vector) in &kept {
-                let label = if name.is_empty() {
-                    "the unnamed vector".to_string()
-                } else {
-                    format!("vector `{name}`")
-                };
-                match schema.0.get(name) {
-                    Some(&size) if size == vector.len() as u64 => {}
-                    Some(&size) => {
-                        return Err(Refusal(format!(
-                            "point {id}: {label} has {} dimensions, but {}'s collection expects {size}; nothing was written",
-                            vector.len(),
-                            side.as_str()
-                        )));
-                    }
-                    None => {
-                        return Err(Refusal(format!(
-                            "point {id}: {label} is not in {}'s collection (it has {}); nothing was written",
-                            side.as_str(),
-                            names(schema.0.keys())
-                        )));
-                    }
-                }
-            }
+    /// Whether `side`'s copy keeps the vector `name`: every one, but under
+    /// `named` only those its collection has (when its sizes are known).
+    fn keeps(&self, side: Side, name: &str) -> bool {
+        match (self.transform, self.schema(side)) {
+            (Transform::Named, Some(schema)) => schema.0.contains_key(name),
+            _ => true,
         }
-        Ok(kept)
     }
 
-    /// Blue's and green's vectors for one point (green's `None` under `embed`,
-    /// computed later from the text).
-    fn point(&self, id: &str, vectors: &Vectors) -> Result<(Vectors, Option<Vectors>), Refusal> {
-        let blue = self.side_vectors(Side::Blue, id, vectors)?;
-        let green = match self.transform {
-            Transform::Embed(_) => None,
-            _ => Some(self.side_vectors(Side::Green, id, vectors)?),
+    /// Refuses a point that a side it goes to cannot take. Under `same`
+    /// only dense vectors are checked: sparse, multi and inference vectors go
+    /// as they came and each side judges them. The other transforms rebuild
+    /// vectors, which cutover does for dense ones only.
+    fn check(&self, id: &str, vectors: &Sizes) -> Result<(), Refusal> {
+        if *self.transform != Transform::Same && vectors.values().any(|v| *v == VectorSize::Other) {
+            return Err(Refusal(format!(
+                "point {id}: cutover checks and transforms dense vectors only; send sparse, multi or inference vectors to a route with transform `same`"
+            )));
+        }
+        self.check_side(Side::Blue, id, vectors)?;
+        if !matches!(self.transform, Transform::Embed(_)) {
+            self.check_side(Side::Green, id, vectors)?;
+        }
+        Ok(())
+    }
+
+    fn check_side(&self, side: Side, id: &str, vectors: &Sizes) -> Result<(), Refusal> {
+        let Some(schema) = self.schema(side) else {
+            return Ok(());
         };
-        Ok((blue, green))
+        let mut kept = vectors.iter().filter(|(name, _)| self.keeps(side, name));
+        if *self.transform == Transform::Named
+            && !vectors.is_empty()
+            && kept.clone().next().is_none()
+        {
+            return Err(Refusal(format!(
+                "point {id}: none of its vectors ({}) is one {} has ({}); fix: send the vector names of both collections",
+                names(vectors.keys()),
+                side.as_str(),
+                names(schema.0.keys())
+            )));
+        }
+        kept.try_for_each(|(name, size)| {
+            let VectorSize::Dense(len) = *size else {
+                return Ok(());
+            };
+            let label = if name.is_empty() {
+                "the unnamed vector".to_string()
+            } else {
+                format!("vector `{name}`")
+            };
+            match schema.0.get(name) {
+                Some(&expected) if expected == len as u64 => Ok(()),
+                Some(&expected) => Err(Refusal(format!(
+                    "point {id}: {label} has {len} dimensions, but {}'s collection expects {expected}; nothing was written",
+                    side.as_str()
+                ))),
+                None => Err(Refusal(format!(
+                    "point {id}: {label} is not in {}'s collection (it has {}); nothing was written",
+                    side.as_str(),
+                    names(schema.0.keys())
+                ))),
+            }
+        })
     }
 
     /// Under `embed` green's vectors come from the text, which a vector
@@ -192,24 +231,31 @@ impl Shaping<'_> {
         !matches!(self.transform, Transform::Embed(_))
     }
 
-    /// Sets one gRPC point's vectors for each side from what was sent.
-    fn grpc_point(
-        &self,
-        id: &Option<pb::PointId>,
-        blue: &mut Option<pb::Vectors>,
-        green: &mut Option<pb::Vectors>,
-    ) -> Result<(), Refusal> {
-        let id = grpc_id(id);
-        let Some(vectors) = from_grpc(&id, blue.as_ref())? else {
-            return Ok(());
-        };
-        let (blue_vectors, green_vectors) = self.point(&id, &vectors)?;
-        *blue = Some(to_grpc(blue_vectors));
-        *green = green_vectors.map(to_grpc);
-        Ok(())
+    fn grpc_check<P: GrpcPoint>(&self, points: &[P]) -> Result<(), Refusal> {
+        points.iter().try_for_each(|point| {
+            self.check(&grpc_id(point.id()), &vector_sizes::grpc(point.vectors()))
+        })
+    }
+
+    /// `side`'s copy of gRPC points: under `named` the vector names its
+    /// collection has; under `embed`, green's without vectors (computed
+    /// later from the text).
+    fn grpc_copy<P: GrpcPoint>(&self, side: Side, points: &mut [P]) {
+        use pb::vectors::VectorsOptions;
+        for point in points {
+            let vectors = point.vectors_mut();
+            if side == Side::Green && matches!(self.transform, Transform::Embed(_)) {
+                *vectors = None;
+            } else if let Some(VectorsOptions::Vectors(named)) =
+                vectors.as_mut().and_then(|v| v.vectors_options.as_mut())
+            {
+                named.vectors.retain(|name, _| self.keeps(side, name));
+            }
+        }
     }
 
     /// Shapes a gRPC write (one uncompressed frame) for both sides.
+    /// `Ok(None)`: checked, and both sides take it as it came.
     pub fn grpc(&self, method: &str, frame: &[u8]) -> Result<Option<Shaped>, Refusal> {
         let Some(message) = frame.get(5..) else {
             return Ok(None);
@@ -218,18 +264,24 @@ impl Shaping<'_> {
         match method {
             "Upsert" => {
                 let upsert = pb::UpsertPoints::decode(message).map_err(bad)?;
-                let (mut blue, mut green) = (upsert.clone(), upsert);
-                for (b, g) in blue.points.iter_mut().zip(green.points.iter_mut()) {
-                    self.grpc_point(&b.id, &mut b.vectors, &mut g.vectors)?;
+                self.grpc_check(&upsert.points)?;
+                if *self.transform == Transform::Same {
+                    return Ok(None);
                 }
+                let (mut blue, mut green) = (upsert.clone(), upsert);
+                self.grpc_copy(Side::Blue, &mut blue.points);
+                self.grpc_copy(Side::Green, &mut green.points);
                 Ok(Some(self.shaped(frame_of(&blue), Some(frame_of(&green)))))
             }
             "UpdateVectors" => {
                 let update = pb::UpdatePointVectors::decode(message).map_err(bad)?;
-                let (mut blue, mut green) = (update.clone(), update);
-                for (b, g) in blue.points.iter_mut().zip(green.points.iter_mut()) {
-                    self.grpc_point(&b.id, &mut b.vectors, &mut g.vectors)?;
+                self.grpc_check(&update.points)?;
+                if *self.transform == Transform::Same {
+                    return Ok(None);
                 }
+                let (mut blue, mut green) = (update.clone(), update);
+                self.grpc_copy(Side::Blue, &mut blue.points);
+                self.grpc_copy(Side::Green, &mut green.points);
                 let green = self.green_takes_vector_updates().then(|| frame_of(&green));
                 Ok(Some(Shaped {
                     blue: frame_of(&blue),
@@ -241,9 +293,34 @@ impl Shaping<'_> {
         }
     }
 
-    /// Shapes a REST write body (`upsert`: PUT points; `update_vectors`: PUT points/vectors).
+    /// `side`'s copy of a REST write in the points form, as in `grpc_copy`.
+    fn rest_copy(&self, side: Side, body: &mut Value) {
+        let Some(points) = body.get_mut("points").and_then(Value::as_array_mut) else {
+            return;
+        };
+        for point in points.iter_mut().filter_map(Value::as_object_mut) {
+            if side == Side::Green && matches!(self.transform, Transform::Embed(_)) {
+                point.remove("vector");
+            } else if let Some(named) = point.get_mut("vector").and_then(Value::as_object_mut) {
+                named.retain(|name, _| self.keeps(side, name));
+            }
+        }
+    }
+
+    /// Shapes a REST write body (`upsert`: PUT points; `update_vectors`: PUT
+    /// points/vectors). `Ok(None)`: checked (or not a write cutover reads),
+    /// and both sides take it as it came.
     pub fn rest(&self, label: &str, body: &[u8]) -> Result<Option<Shaped>, Refusal> {
         if !carries_vectors(label) {
+            return Ok(None);
+        }
+        let Some(points) = vector_sizes::rest(body).map_err(Refusal)? else {
+            return Ok(None);
+        };
+        for (id, vectors) in &points {
+            self.check(id, vectors)?;
+        }
+        if *self.transform == Transform::Same {
             return Ok(None);
         }
         let mut blue: Value = serde_json::from_slice(body)
@@ -252,26 +329,8 @@ impl Shaping<'_> {
             points_form(&mut blue)?;
         }
         let mut green = blue.clone();
-        let (Some(bp), Some(gp)) = (
-            blue["points"].as_array_mut(),
-            green["points"].as_array_mut(),
-        ) else {
-            return Ok(None);
-        };
-        for (b, g) in bp.iter_mut().zip(gp.iter_mut()) {
-            let id = b["id"].to_string();
-            let Some(vectors) = from_json(&id, &b["vector"])? else {
-                continue;
-            };
-            let (bv, gv) = self.point(&id, &vectors)?;
-            b["vector"] = to_json(bv);
-            match gv {
-                Some(gv) => g["vector"] = to_json(gv),
-                None => {
-                    g.as_object_mut().map(|g| g.remove("vector"));
-                }
-            }
-        }
+        self.rest_copy(Side::Blue, &mut blue);
+        self.rest_copy(Side::Green, &mut green);
         let json = |v: &Value| Bytes::from(serde_json::to_vec(v).expect("JSON values serialize"));
         if label == "update_vectors" {
             let green = self.green_takes_vector_updates().then(|| json(&green));
@@ -365,78 +424,6 @@ fn grpc_id(id: &Option<pb::PointId>) -> String {
     }
 }
 
-fn dense(id: &str, vector: &pb::Vector) -> Result<Vec<f32>, Refusal> {
-    match &vector.vector {
-        Some(pb::vector::Vector::Dense(d)) => Ok(d.data.clone()),
-        #[allow(deprecated)]
-        None if vector.indices.is_none() && vector.vectors_count.is_none() => {
-            Ok(vector.data.clone())
-        }
-        _ => Err(Refusal(format!(
-            "point {id}: cutover checks and transforms dense vectors only; send sparse, multi or inference vectors to a route with transform `same` and no size checks"
-        ))),
-    }
-}
-
-fn from_grpc(id: &str, vectors: Option<&pb::Vectors>) -> Result<Option<Vectors>, Refusal> {
-    use pb::vectors::VectorsOptions;
-    match vectors.and_then(|v| v.vectors_options.as_ref()) {
-        None => Ok(None),
-        Some(VectorsOptions::Vector(v)) => {
-            Ok(Some(BTreeMap::from([(String::new(), dense(id, v)?)])))
-        }
-        Some(VectorsOptions::Vectors(named)) => named
-            .vectors
-            .iter()
-            .map(|(name, v)| Ok((name.clone(), dense(id, v)?)))
-            .collect::<Result<_, _>>()
-            .map(Some),
-    }
-}
-
-fn to_grpc(vectors: Vectors) -> pb::Vectors {
-    match vectors.get("") {
-        Some(unnamed) if vectors.len() == 1 => unnamed.clone().into(),
-        _ => pb::Vectors {
-            vectors_options: Some(pb::vectors::VectorsOptions::Vectors(pb::NamedVectors {
-                vectors: vectors
-                    .into_iter()
-                    .map(|(n, v)| (n, v.into()))
-                    .collect::<HashMap<_, _>>(),
-            })),
-        },
-    }
-}
-
-fn from_json(id: &str, vector: &Value) -> Result<Option<Vectors>, Refusal> {
-    let dense = |v: &Value| -> Result<Vec<f32>, Refusal> {
-        serde_json::from_value(v.clone()).map_err(|_| {
-            Refusal(format!(
-                "point {id}: cutover checks and transforms dense vectors only; send sparse, multi or inference vectors to a route with transform `same` and no size checks"
-            ))
-        })
-    };
-    match vector {
-        Value::Null => Ok(None),
-        Value::Array(_) => Ok(Some(BTreeMap::from([(String::new(), dense(vector)?)]))),
-        Value::Object(named) => named
-            .iter()
-            .map(|(name, v)| Ok((name.clone(), dense(v)?)))
-            .collect::<Result<_, _>>()
-            .map(Some),
-        _ => Err(Refusal(format!(
-            "point {id}: `vector` is neither a list nor named vectors"
-        ))),
-    }
-}
-
-fn to_json(vectors: Vectors) -> Value {
-    match vectors.get("") {
-        Some(unnamed) if vectors.len() == 1 => json!(unnamed),
-        _ => json!(vectors),
-    }
-}
-
 fn frame_of(message: &impl Message) -> Bytes {
     let len = message.encoded_len();
     let mut out = BytesMut::with_capacity(5 + len);
@@ -458,10 +445,6 @@ pub async fn embed(spec: &EmbedSpec, protocol: Protocol, body: &Bytes) -> Result
             spec.text_field
         )
     };
-    let named = |vector: Vec<f32>| match &spec.vector {
-        None => BTreeMap::from([(String::new(), vector)]),
-        Some(name) => BTreeMap::from([(name.clone(), vector)]),
-    };
     match protocol {
         Protocol::Grpc => {
             let mut upsert = pb::UpsertPoints::decode(body.get(5..).unwrap_or_default())
@@ -482,7 +465,16 @@ pub async fn embed(spec: &EmbedSpec, protocol: Protocol, body: &Bytes) -> Result
                 .collect::<Result<Vec<_>, _>>()?;
             let vectors = crate::embedder::embed(spec, &texts).await?;
             for (point, vector) in upsert.points.iter_mut().zip(vectors) {
-                point.vectors = Some(to_grpc(named(vector)));
+                point.vectors = Some(match &spec.vector {
+                    None => vector.into(),
+                    Some(name) => pb::Vectors {
+                        vectors_options: Some(pb::vectors::VectorsOptions::Vectors(
+                            pb::NamedVectors {
+                                vectors: HashMap::from([(name.clone(), vector.into())]),
+                            },
+                        )),
+                    },
+                });
             }
             Ok(frame_of(&upsert))
         }
@@ -502,7 +494,10 @@ pub async fn embed(spec: &EmbedSpec, protocol: Protocol, body: &Bytes) -> Result
                 .collect::<Result<Vec<_>, _>>()?;
             let vectors = crate::embedder::embed(spec, &texts).await?;
             for (point, vector) in points.iter_mut().zip(vectors) {
-                point["vector"] = to_json(named(vector));
+                point["vector"] = match &spec.vector {
+                    None => json!(vector),
+                    Some(name) => json!({ name: vector }),
+                };
             }
             Ok(Bytes::from(
                 serde_json::to_vec(&upsert).map_err(|e| e.to_string())?,
@@ -536,6 +531,63 @@ mod tests {
                 .0,
             BTreeMap::from([("a".to_string(), 4), ("b".to_string(), 8)])
         );
+    }
+
+    #[test]
+    fn same_sends_a_fitting_write_as_it_came_and_leaves_other_vectors_to_the_sides() {
+        let (blue, green) = (schema(&[("dense", 2)]), schema(&[("dense", 2)]));
+        let s = Shaping {
+            transform: &Transform::Same,
+            blue: Some(&blue),
+            green: Some(&green),
+        };
+        let rest = json!({ "points": [{ "id": 1, "vector": {
+            "dense": [1.0, 2.0],
+            "sparse": { "indices": [3], "values": [0.5] },
+            "multi": [[1.0], [2.0]]
+        } }] });
+        assert!(
+            s.rest("upsert", rest.to_string().as_bytes())
+                .unwrap()
+                .is_none()
+        );
+        let upsert = pb::UpsertPoints {
+            collection_name: "docs".into(),
+            points: vec![pb::PointStruct::new(
+                1,
+                pb::NamedVectors::default()
+                    .add_vector("dense", vec![1.0, 2.0])
+                    .add_vector("sparse", pb::Vector::new_sparse(vec![3u32], vec![0.5f32])),
+                qdrant_client::Payload::new(),
+            )],
+            ..Default::default()
+        };
+        assert!(s.grpc("Upsert", &frame_of(&upsert)).unwrap().is_none());
+        let too_long = json!({ "points": [{ "id": 2, "vector": { "dense": [1.0, 2.0, 3.0] } }] });
+        let err = s
+            .rest("upsert", too_long.to_string().as_bytes())
+            .err()
+            .unwrap();
+        assert!(err.0.contains("3 dimensions, but blue's"), "{err}");
+    }
+
+    #[test]
+    fn transforms_refuse_vectors_they_cannot_rebuild() {
+        let (blue, green) = (schema(&[("dense", 2)]), schema(&[("dense", 2)]));
+        let s = Shaping {
+            transform: &Transform::Named,
+            blue: Some(&blue),
+            green: Some(&green),
+        };
+        let sparse = json!({ "points": [{ "id": 1, "vector": {
+            "dense": [1.0, 2.0],
+            "sparse": { "indices": [3], "values": [0.5] }
+        } }] });
+        let err = s
+            .rest("upsert", sparse.to_string().as_bytes())
+            .err()
+            .unwrap();
+        assert!(err.0.contains("dense vectors only"), "{err}");
     }
 
     #[test]
