@@ -1,6 +1,7 @@
 //! The hot paths, per request: classify the method, look the collection up
 //! in the routing table, rewrite the name for the chosen side; and a dual
-//! write's vector check (transform `same`, both sides' sizes known).
+//! write's vector check (transform `same`), where it runs: when the sides'
+//! vector sizes differ.
 
 use std::hint::black_box;
 

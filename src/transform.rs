@@ -5,6 +5,8 @@
 //! not known then), and refused whole, before anything is sent, when it
 //! does not fit. The checks read only names and sizes (`vector_sizes`);
 //! a write is decoded and rebuilt only when a transform changes it.
+//! Under `same` with both sides' sizes alike there is nothing to check:
+//! both sides judge a write alike.
 //!
 //! - `same`: both sides get the body as sent, byte for byte. Dense vectors
 //!   are checked; sparse, multi and inference vectors are left to each side.
@@ -154,9 +156,15 @@ impl Shaping<'_> {
         }
     }
 
-    /// Whether writes on this route need decoding at all.
+    /// Whether writes on this route need decoding at all. Under `same`,
+    /// not when both collections have the same vector sizes: each side's
+    /// own check then gives the same verdict, so a write one side refuses
+    /// the other refuses too, and the client gets Qdrant's own answer.
     pub fn applies(&self) -> bool {
-        *self.transform != Transform::Same || self.blue.is_some() || self.green.is_some()
+        match self.transform {
+            Transform::Same => self.blue != self.green,
+            _ => true,
+        }
     }
 
     /// Whether `side`'s copy keeps the vector `name`: every one, but under
@@ -534,8 +542,31 @@ mod tests {
     }
 
     #[test]
+    fn same_checks_only_when_the_sides_sizes_differ() {
+        let (four, also_four, eight) = (schema(&[("", 4)]), schema(&[("", 4)]), schema(&[("", 8)]));
+        let same = |blue, green| Shaping {
+            transform: &Transform::Same,
+            blue,
+            green,
+        };
+        assert!(!same(Some(&four), Some(&also_four)).applies());
+        assert!(!same(None, None).applies());
+        assert!(same(Some(&four), Some(&eight)).applies());
+        assert!(same(Some(&four), None).applies());
+        let named = Shaping {
+            transform: &Transform::Named,
+            blue: Some(&four),
+            green: Some(&four),
+        };
+        assert!(named.applies());
+    }
+
+    #[test]
     fn same_sends_a_fitting_write_as_it_came_and_leaves_other_vectors_to_the_sides() {
-        let (blue, green) = (schema(&[("dense", 2)]), schema(&[("dense", 2)]));
+        let (blue, green) = (
+            schema(&[("dense", 2)]),
+            schema(&[("dense", 2), ("extra", 5)]),
+        );
         let s = Shaping {
             transform: &Transform::Same,
             blue: Some(&blue),

@@ -372,3 +372,94 @@ async fn refuses_a_vector_too_small_for_green(
         "blue was not written either"
     );
 }
+
+/// Both collections of the same sizes (`same`): cutover does not read the
+/// write, both sides judge it alike, and the client gets Qdrant's own
+/// answer; a refused write is on neither side and nothing waits for replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alike_sides_judge_a_write_themselves() {
+    let (blue, green) = (start_upstream().await, start_upstream().await);
+    create_collection(&blue.upstream.rest_url(), "docs", 4, "Dot").await;
+    create_collection(&green.upstream.rest_url(), "docs_v2", 4, "Dot").await;
+    let dir = tempfile::tempdir().unwrap();
+    let routes = format!("{DOCS_ROUTE}writes = \"dual\"\n");
+    let proxy = start_proxy(
+        &proxy_config(&blue.upstream, &green.upstream, dir.path(), &routes),
+        dir.path(),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let response = http
+        .put(format!(
+            "{}/collections/docs/points?wait=true",
+            proxy.rest_url()
+        ))
+        .json(&json!({ "points": [{ "id": 1, "vector": [1.0, 0.0, 0.0] }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body = response.json::<Value>().await.unwrap();
+    let message = body["status"]["error"].as_str().unwrap();
+    assert!(message.contains("expected dim: 4, got 3"), "{message}");
+    let grpc = Qdrant::from_url(&proxy.grpc_url())
+        .skip_compatibility_check()
+        .build()
+        .unwrap();
+    let err = grpc
+        .upsert_points(pb::UpsertPoints {
+            collection_name: "docs".into(),
+            wait: Some(true),
+            points: vec![pb::PointStruct::new(
+                2,
+                vec![1.0f32, 0.0],
+                qdrant_client::Payload::new(),
+            )],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    let qdrant_client::QdrantError::ResponseError { status } = err else {
+        panic!("a gRPC status: {err}");
+    };
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("expected dim: 4, got 2"),
+        "{}",
+        status.message()
+    );
+    for (url, collection) in [
+        (blue.upstream.rest_url(), "docs"),
+        (green.upstream.rest_url(), "docs_v2"),
+    ] {
+        assert_eq!(all_points(&http, &url, collection).await, json!([]));
+    }
+    let (_, route) = admin_call(
+        &proxy.admin_url(),
+        reqwest::Method::GET,
+        "/routes/docs",
+        None,
+    )
+    .await;
+    assert_eq!(route["replay"]["records"], 0, "{route}");
+
+    grpc.upsert_points(pb::UpsertPoints {
+        collection_name: "docs".into(),
+        wait: Some(true),
+        points: vec![pb::PointStruct::new(
+            3,
+            vec![0.5f32, 0.25, 0.0, 1.0],
+            qdrant_client::Payload::new(),
+        )],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let b = all_points(&http, &blue.upstream.rest_url(), "docs").await;
+    let g = all_points(&http, &green.upstream.rest_url(), "docs_v2").await;
+    assert_eq!(b[0]["vector"], json!([0.5, 0.25, 0.0, 1.0]));
+    assert_eq!(b, g);
+    proxy.running.stop().await;
+    blue.upstream.stop().await;
+    green.upstream.stop().await;
+}
