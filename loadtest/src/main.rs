@@ -82,7 +82,8 @@ struct Args {
     #[arg(long)]
     peers: bool,
     /// Also measure dual writes: a second upstream as green, cutover writing
-    /// to both (compare with `direct` and `direct green`, each side alone).
+    /// to both (compare with `direct` and `direct green`, each side alone,
+    /// and `direct both`, the load generator writing to both itself).
     #[arg(long)]
     dual: bool,
     /// Also measure the read modes against a second upstream as green:
@@ -188,6 +189,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let (server, endpoint) = start_embedded("green")?;
         servers.push(server);
         targets.insert(1, Target::direct("direct green", &endpoint));
+        if args.dual {
+            // What a dual write costs with no proxy: the slower of two round trips.
+            targets.insert(
+                2,
+                Target {
+                    also: Some(endpoint.clone()),
+                    ..Target::direct("direct both", &blue)
+                },
+            );
+        }
         let mut scenarios = Vec::new();
         if args.dual {
             scenarios.push(("dual", "cutover dual", r#"writes = "dual""#));
@@ -240,6 +251,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 name: peer.name.to_owned(),
                 grpc: peer.grpc_url.clone(),
                 rest: peer.rest_url.clone(),
+                also: None,
                 proxy_pid: Some(peer.pid()),
             });
             peer_processes.push(peer);
@@ -277,12 +289,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut runs = Vec::new();
     for protocol in &protocols {
         for target in &targets {
-            let url = match protocol {
-                Protocol::Grpc => &target.grpc,
-                Protocol::Rest => &target.rest,
+            let url = |grpc: &str, rest: &str| match protocol {
+                Protocol::Grpc => grpc.to_owned(),
+                Protocol::Rest => rest.to_owned(),
             };
+            let mut client = Client::new(*protocol, &url(&target.grpc, &target.rest))?;
+            if let Some(also) = &target.also {
+                let second = Client::new(*protocol, &url(&also.grpc, &also.rest))?;
+                client = Client::Both(Box::new(client), Box::new(second));
+            }
             let run = Run {
-                client: Arc::new(Client::new(*protocol, url)?),
+                client: Arc::new(client),
                 shape: shape.clone(),
                 mix: mix.clone(),
                 queries: queries.clone(),
@@ -389,6 +406,8 @@ struct Target {
     name: String,
     grpc: String,
     rest: String,
+    /// Writes go to this upstream too, sent by the load generator itself.
+    also: Option<Endpoint>,
     /// Whose CPU time is charged to the requests it passed.
     proxy_pid: Option<u32>,
 }
@@ -399,6 +418,7 @@ impl Target {
             name: name.to_owned(),
             grpc: upstream.grpc.clone(),
             rest: upstream.rest.clone(),
+            also: None,
             proxy_pid: None,
         }
     }
@@ -408,6 +428,7 @@ impl Target {
             name: name.to_owned(),
             grpc: cutover.address("gRPC")?,
             rest: cutover.address("REST")?,
+            also: None,
             proxy_pid: Some(cutover.pid()),
         })
     }

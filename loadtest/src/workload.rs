@@ -24,6 +24,10 @@ pub enum Op {
 }
 
 impl Op {
+    fn writes(self) -> bool {
+        matches!(self, Op::Upsert | Op::SetPayload)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Op::Search => "search",
@@ -139,7 +143,13 @@ impl Protocol {
 /// A client of one target on one protocol.
 pub enum Client {
     Grpc(Qdrant),
-    Rest { http: reqwest::Client, base: String },
+    Rest {
+        http: reqwest::Client,
+        base: String,
+    },
+    /// The application dual-writing by itself, no proxy: each write sent to
+    /// both, concurrently, answered when both have; reads from the first.
+    Both(Box<Client>, Box<Client>),
 }
 
 impl Client {
@@ -160,6 +170,14 @@ impl Client {
 
     /// One request: the `n`th of its kind decides its vector, ids and filter.
     async fn run(&self, op: Op, n: u64, shape: &Shape, queries: &[Vec<f32>]) -> anyhow::Result<()> {
+        if let Client::Both(first, second) = self {
+            let first = Box::pin(first.run(op, n, shape, queries));
+            if !op.writes() {
+                return first.await;
+            }
+            let second = Box::pin(second.run(op, n, shape, queries));
+            return tokio::try_join!(first, second).map(|_| ());
+        }
         let query = &queries[n as usize % queries.len()];
         let filter_json = shape
             .group(n)
@@ -289,6 +307,7 @@ impl Client {
                 response.bytes().await?;
                 Ok(())
             }
+            Client::Both(..) => unreachable!("answered above"),
         }
     }
 }
