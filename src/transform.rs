@@ -12,9 +12,10 @@
 //!   are checked; sparse, multi and inference vectors are left to each side.
 //! - `named`: the application sends named vectors; each side keeps the names
 //!   its collection has.
-//! - `embed`: blue's vectors are checked and sent as they came; green's vector is computed from a
-//!   payload text field by an embedding service. A vector update carries no
-//!   text, so green has nothing to change and is not sent one.
+//! - `embed`: blue's vectors are checked and sent as they came; green's
+//!   vector is computed from a payload text field by an embedding service.
+//!   A vector update carries no text, so green has nothing to change and is
+//!   not sent one.
 
 use std::collections::{BTreeMap, HashMap};
 
