@@ -201,14 +201,33 @@ async fn both_sides_end_up_identical_and_a_failing_secondary_is_named() {
         "after the REST workload, green holds exactly what blue holds"
     );
 
-    // A vector that fits neither side is refused by cutover, before anything is sent.
+    // A vector that fits neither side: both collections have the same
+    // sizes, so both sides refuse it alike and the client gets Qdrant's own
+    // 400; neither side has the point. (Sides of different sizes are
+    // checked by cutover itself: tests/transform.rs.)
     let response = http
         .put(format!("{rest}/collections/docs/points?wait=true"))
-        .json(&json!({ "points": [{ "id": 1, "vector": [1.0] }] }))
+        .json(&json!({ "points": [{ "id": 4242, "vector": [1.0] }] }))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
+    let message = response.json::<serde_json::Value>().await.unwrap()["status"]["error"].clone();
+    assert!(
+        message.as_str().unwrap().contains("expected dim: 4, got 1"),
+        "{message}"
+    );
+    for (url, collection) in [
+        (blue.upstream.rest_url(), "docs"),
+        (green.upstream.rest_url(), "docs_v2"),
+    ] {
+        let point = http
+            .get(format!("{url}/collections/{collection}/points/4242"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(point.status(), 404, "{collection} does not have the point");
+    }
     // A write the primary refuses is refused as the primary refuses it.
     let response = http
         .post(format!("{rest}/collections/docs/points/payload?wait=true"))
@@ -279,8 +298,9 @@ async fn both_sides_end_up_identical_and_a_failing_secondary_is_named() {
         &[
             r#"cutover_dual_writes_total{protocol="grpc",route="docs",side="green",outcome="ok"}"#,
             r#"cutover_dual_writes_total{protocol="rest",route="docs",side="blue",outcome="error"}"#,
-            // Refused by cutover itself: the vector does not fit either side.
-            r#"cutover_requests_total{protocol="rest",method="upsert",route="docs",side="blue",outcome="refused"}"#,
+            // Refused by both sides alike: the vector does not fit either.
+            r#"cutover_requests_total{protocol="rest",method="upsert",route="docs",side="blue",outcome="error"}"#,
+            r#"cutover_dual_writes_total{protocol="rest",route="docs",side="green",outcome="error"}"#,
             r#"cutover_dual_writes_total{protocol="rest",route="docs",side="green",outcome="unreachable"}"#,
             r#"cutover_requests_total{protocol="grpc",method="Upsert",route="docs",side="blue",outcome="secondary_failed"}"#,
         ],
