@@ -526,6 +526,15 @@ mod tests {
         Schema(sizes.iter().map(|(n, d)| (n.to_string(), *d)).collect())
     }
 
+    /// Why `shaping` refuses this REST upsert (it must).
+    fn refusal(shaping: &Shaping, body: Value) -> String {
+        shaping
+            .rest("upsert", body.to_string().as_bytes())
+            .err()
+            .expect("refused")
+            .0
+    }
+
     #[test]
     fn reads_both_shapes_of_vector_config() {
         assert_eq!(
@@ -596,11 +605,8 @@ mod tests {
         };
         assert!(s.grpc("Upsert", &frame_of(&upsert)).unwrap().is_none());
         let too_long = json!({ "points": [{ "id": 2, "vector": { "dense": [1.0, 2.0, 3.0] } }] });
-        let err = s
-            .rest("upsert", too_long.to_string().as_bytes())
-            .err()
-            .unwrap();
-        assert!(err.0.contains("3 dimensions, but blue's"), "{err}");
+        let err = refusal(&s, too_long);
+        assert!(err.contains("3 dimensions, but blue's"), "{err}");
     }
 
     #[test]
@@ -615,11 +621,8 @@ mod tests {
             "dense": [1.0, 2.0],
             "sparse": { "indices": [3], "values": [0.5] }
         } }] });
-        let err = s
-            .rest("upsert", sparse.to_string().as_bytes())
-            .err()
-            .unwrap();
-        assert!(err.0.contains("dense vectors only"), "{err}");
+        let err = refusal(&s, sparse);
+        assert!(err.contains("dense vectors only"), "{err}");
     }
 
     #[test]
@@ -631,10 +634,9 @@ mod tests {
             green: Some(&green),
         };
         let body = json!({ "points": [{ "id": 1, "vector": [0.0, 0.0, 0.0, 0.0] }] });
-        let err = s.rest("upsert", body.to_string().as_bytes()).err().unwrap();
+        let err = refusal(&s, body);
         assert!(
-            err.0
-                .contains("4 dimensions, but green's collection expects 8"),
+            err.contains("4 dimensions, but green's collection expects 8"),
             "{err}"
         );
     }
@@ -663,10 +665,7 @@ mod tests {
             json!({ "id": 7, "vector": { "large": [1.0, 2.0, 3.0] }, "payload": { "k": 1 } })
         );
         let only_blue = json!({ "points": [{ "id": 1, "vector": { "small": [1.0, 2.0] } }] });
-        let err = s
-            .rest("upsert", only_blue.to_string().as_bytes())
-            .err()
-            .unwrap();
-        assert!(err.0.contains("none of its vectors"), "{err}");
+        let err = refusal(&s, only_blue);
+        assert!(err.contains("none of its vectors"), "{err}");
     }
 }

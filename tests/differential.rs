@@ -354,16 +354,7 @@ async fn grpc_answers_are_identical_direct_and_through_cutover() {
             ..Default::default()
         };
         same!(direct, proxied, "get", |c| c.points.get(get.clone()));
-        let bad = pb::UpsertPoints {
-            collection_name: name.into(),
-            wait: Some(true),
-            points: vec![pb::PointStruct::new(
-                1,
-                vec![1.0],
-                qdrant_client::Payload::new(),
-            )],
-            ..Default::default()
-        };
+        let bad = one_point_upsert(name, 1, vec![1.0]);
         same!(direct, proxied, "wrong size", |c| c
             .points
             .upsert(bad.clone()));

@@ -263,16 +263,7 @@ async fn both_sides_end_up_identical_and_a_failing_secondary_is_named() {
         message.contains("applied on blue, but green failed"),
         "{message}"
     );
-    let upsert = pb::UpsertPoints {
-        collection_name: docs(),
-        wait: Some(true),
-        points: vec![pb::PointStruct::new(
-            5001,
-            vec![1.0, 0.0, 0.0, 0.0],
-            qdrant_client::Payload::new(),
-        )],
-        ..Default::default()
-    };
+    let upsert = one_point_upsert(&docs(), 5001, vec![1.0, 0.0, 0.0, 0.0]);
     let err = client.upsert_points(upsert).await.unwrap_err();
     let qdrant_client::QdrantError::ResponseError { status } = err else {
         panic!("a gRPC status, got {err:?}")

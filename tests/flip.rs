@@ -236,16 +236,7 @@ async fn grpc_client(
     while !done.load(Ordering::SeqCst) {
         let result = if writes {
             let id = next_id.fetch_add(1, Ordering::SeqCst);
-            let request = pb::UpsertPoints {
-                collection_name: "docs".into(),
-                wait: Some(true),
-                points: vec![pb::PointStruct::new(
-                    id,
-                    vec![0.5, 0.5],
-                    qdrant_client::Payload::new(),
-                )],
-                ..Default::default()
-            };
+            let request = one_point_upsert("docs", id, vec![0.5, 0.5]);
             client
                 .upsert(request)
                 .await

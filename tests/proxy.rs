@@ -256,16 +256,7 @@ async fn grpc_names_are_rewritten_per_side() {
     );
     assert!(!green.collection_exists("docs").await.unwrap());
 
-    let upsert = pb::UpsertPoints {
-        collection_name: "docs".into(),
-        wait: Some(true),
-        points: vec![pb::PointStruct::new(
-            1,
-            vec![1.0, 0.0],
-            qdrant_client::Payload::new(),
-        )],
-        ..Default::default()
-    };
+    let upsert = one_point_upsert("docs", 1, vec![1.0, 0.0]);
     client.upsert_points(upsert).await.unwrap();
     let count = green
         .count(pb::CountPoints {

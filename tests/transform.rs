@@ -173,16 +173,7 @@ transform = {{ kind = "embed", api = "tei", url = "http://{addr}/embed", text_fi
         "{message}"
     );
     let err = grpc
-        .upsert_points(pb::UpsertPoints {
-            collection_name: "docs".into(),
-            wait: Some(true),
-            points: vec![pb::PointStruct::new(
-                98,
-                vec![0.5f32; 100],
-                qdrant_client::Payload::new(),
-            )],
-            ..Default::default()
-        })
+        .upsert_points(one_point_upsert("docs", 98, vec![0.5f32; 100]))
         .await
         .unwrap_err();
     let qdrant_client::QdrantError::ResponseError { status } = err else {
@@ -296,18 +287,9 @@ transform = { kind = "named" }
         ("small".to_string(), vec![1.0f32, 2.0]),
         ("large".to_string(), vec![1.0f32, 2.0, 3.0]),
     ]);
-    grpc.upsert_points(pb::UpsertPoints {
-        collection_name: "items".into(),
-        wait: Some(true),
-        points: vec![pb::PointStruct::new(
-            5,
-            vectors,
-            qdrant_client::Payload::new(),
-        )],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    grpc.upsert_points(one_point_upsert("items", 5, vectors))
+        .await
+        .unwrap();
     let b = all_points(&http, &blue.upstream.rest_url(), "items").await;
     let g = all_points(&http, &green.upstream.rest_url(), "items_v2").await;
     assert_eq!(b[0]["vector"], json!({ "small": [1.0, 2.0] }));
@@ -407,16 +389,7 @@ async fn alike_sides_judge_a_write_themselves() {
         .build()
         .unwrap();
     let err = grpc
-        .upsert_points(pb::UpsertPoints {
-            collection_name: "docs".into(),
-            wait: Some(true),
-            points: vec![pb::PointStruct::new(
-                2,
-                vec![1.0f32, 0.0],
-                qdrant_client::Payload::new(),
-            )],
-            ..Default::default()
-        })
+        .upsert_points(one_point_upsert("docs", 2, vec![1.0f32, 0.0]))
         .await
         .unwrap_err();
     let qdrant_client::QdrantError::ResponseError { status } = err else {
@@ -443,18 +416,9 @@ async fn alike_sides_judge_a_write_themselves() {
     .await;
     assert_eq!(route["replay"]["records"], 0, "{route}");
 
-    grpc.upsert_points(pb::UpsertPoints {
-        collection_name: "docs".into(),
-        wait: Some(true),
-        points: vec![pb::PointStruct::new(
-            3,
-            vec![0.5f32, 0.25, 0.0, 1.0],
-            qdrant_client::Payload::new(),
-        )],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    grpc.upsert_points(one_point_upsert("docs", 3, vec![0.5f32, 0.25, 0.0, 1.0]))
+        .await
+        .unwrap();
     let b = all_points(&http, &blue.upstream.rest_url(), "docs").await;
     let g = all_points(&http, &green.upstream.rest_url(), "docs_v2").await;
     assert_eq!(b[0]["vector"], json!([0.5, 0.25, 0.0, 1.0]));

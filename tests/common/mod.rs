@@ -290,6 +290,24 @@ pub async fn create_collection(rest_url: &str, name: &str, size: usize, distance
     );
 }
 
+/// A gRPC upsert of one point without payload, waited for.
+pub fn one_point_upsert(
+    collection: &str,
+    id: u64,
+    vectors: impl Into<qdrant_client::qdrant::Vectors>,
+) -> qdrant_client::qdrant::UpsertPoints {
+    qdrant_client::qdrant::UpsertPoints {
+        collection_name: collection.into(),
+        wait: Some(true),
+        points: vec![qdrant_client::qdrant::PointStruct::new(
+            id,
+            vectors,
+            qdrant_client::Payload::new(),
+        )],
+        ..Default::default()
+    }
+}
+
 /// A gRPC points selector naming these ids.
 pub fn id_selector(ids: &[u64]) -> qdrant_client::qdrant::PointsSelector {
     use qdrant_client::qdrant::{PointsIdsList, points_selector::PointsSelectorOneOf};
