@@ -374,7 +374,7 @@ async fn send(
         _ => match resolved.upstream.send(Protocol::Grpc, request).await {
             Ok((response, latency)) => {
                 crate::metrics::upstream_latency("grpc", resolved.side, latency);
-                response.map(stream)
+                response
             }
             Err(err) => return unavailable(method, &route, resolved.side, err),
         },

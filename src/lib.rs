@@ -6,6 +6,7 @@ pub mod config;
 pub mod embedded;
 pub mod embedder;
 pub mod grpc;
+pub mod h2_channel;
 pub mod metrics;
 pub mod proxy;
 pub mod ranking;

@@ -22,7 +22,7 @@ use crate::proxy::{Proxy, Resolved, side_request};
 use crate::read_request::{ReadKind, ReadRequest, Window};
 use crate::routing::{ReadDecision, ReadMode, Route, Side};
 use crate::transform::Transform;
-use crate::upstream::{Protocol, ProxyBody, UpstreamError, stream};
+use crate::upstream::{Protocol, ProxyBody, UpstreamError};
 use crate::whole::{Answer, answer};
 
 /// A request header naming the side (`blue` or `green`) a read must be
@@ -324,7 +324,7 @@ impl Sides<'_> {
             let (resolved, request) = self.request(side, body)?;
             let (response, latency) = resolved.upstream.send(self.protocol, request).await?;
             crate::metrics::upstream_latency(self.protocol.as_str(), Some(side), latency);
-            return Ok((response.map(stream), resolved));
+            return Ok((response, resolved));
         };
         let route = &self.route.collection;
         match self.answer(side, body).await {

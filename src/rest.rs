@@ -224,7 +224,7 @@ async fn forward(
             {
                 Ok((response, latency)) => {
                     crate::metrics::upstream_latency("rest", resolved.side, latency);
-                    response.map(stream)
+                    response
                 }
                 Err(err) => return unavailable(err),
             }

@@ -15,6 +15,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::config::{ClientApiKey, RemoteSpec};
+use crate::h2_channel::H2Channel;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Every body cutover sends or answers with: streamed or buffered alike.
@@ -28,16 +29,33 @@ pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
 
 /// Reads a body's data whole, up to `limit` bytes (trailers are dropped).
 /// A body that came in one frame, as most requests do, is not copied.
-pub async fn read_whole<B>(mut body: B, limit: usize) -> Result<Bytes, String>
+pub async fn read_whole<B>(body: B, limit: usize) -> Result<Bytes, String>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    read_with_trailers(body, limit).await.map(|(data, _)| data)
+}
+
+/// Reads a body whole, its data up to `limit` bytes and its trailers.
+pub async fn read_with_trailers<B>(
+    mut body: B,
+    limit: usize,
+) -> Result<(Bytes, Option<HeaderMap>), String>
 where
     B: hyper::body::Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
     let mut only: Option<Bytes> = None;
     let mut joined = bytes::BytesMut::new();
+    let mut trailers = None;
     while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(|e| e.to_string())?.into_data() else {
-            continue;
+        let data = match frame.map_err(|e| e.to_string())?.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                trailers = frame.into_trailers().ok();
+                continue;
+            }
         };
         if joined.len() + only.as_ref().map_or(0, Bytes::len) + data.len() > limit {
             return Err(format!("the body is larger than {limit} bytes"));
@@ -51,7 +69,7 @@ where
         }
         joined.extend_from_slice(&data);
     }
-    Ok(only.unwrap_or_else(|| joined.freeze()))
+    Ok((only.unwrap_or_else(|| joined.freeze()), trailers))
 }
 
 pub fn stream(body: Incoming) -> ProxyBody {
@@ -82,11 +100,8 @@ impl Protocol {
 pub enum UpstreamError {
     #[error("upstream `{upstream}` did not answer within {timeout:?}")]
     Timeout { upstream: String, timeout: Duration },
-    #[error("upstream `{upstream}` is unreachable: {}", cause_chain(source))]
-    Unreachable {
-        upstream: String,
-        source: hyper_util::client::legacy::Error,
-    },
+    #[error("upstream `{upstream}` is unreachable: {}", cause_chain(source.as_ref()))]
+    Unreachable { upstream: String, source: BoxError },
     #[error("upstream `{upstream}` broke off its answer: {message}")]
     BrokenAnswer { upstream: String, message: String },
 }
@@ -112,7 +127,7 @@ pub struct Upstream {
     client_api_key: ClientApiKey,
     request_timeout: Duration,
     rest_client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
-    grpc_client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
+    grpc_channel: H2Channel,
 }
 
 impl Upstream {
@@ -142,26 +157,22 @@ impl Upstream {
         let rest_client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(spec.pool_max_idle_per_host)
             .build(rest_connector);
-        let grpc_client = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .http2_initial_stream_window_size(H2_STREAM_WINDOW)
-            .http2_initial_connection_window_size(H2_CONNECTION_WINDOW)
-            .build(grpc_connector);
         let api_key = spec
             .api_key
             .as_deref()
             .map(HeaderValue::from_str)
             .transpose()
             .map_err(|_| format!("upstream `{name}`: the API key is not a valid header value"))?;
+        let grpc = uri(&spec.grpc)?;
         Ok(Upstream {
             name: name.to_owned(),
             rest: uri(&spec.rest)?,
-            grpc: uri(&spec.grpc)?,
+            grpc_channel: H2Channel::new(grpc.clone(), grpc_connector),
+            grpc,
             api_key,
             client_api_key: spec.client_api_key,
             request_timeout: spec.request_timeout,
             rest_client,
-            grpc_client,
         })
     }
 
@@ -171,10 +182,10 @@ impl Upstream {
         &self,
         protocol: Protocol,
         mut request: Request<ProxyBody>,
-    ) -> Result<(Response<Incoming>, Duration), UpstreamError> {
-        let (base, client) = match protocol {
-            Protocol::Rest => (&self.rest, &self.rest_client),
-            Protocol::Grpc => (&self.grpc, &self.grpc_client),
+    ) -> Result<(Response<ProxyBody>, Duration), UpstreamError> {
+        let base = match protocol {
+            Protocol::Rest => &self.rest,
+            Protocol::Grpc => &self.grpc,
         };
         let path = request
             .uri()
@@ -194,7 +205,7 @@ impl Upstream {
         strip_hop_by_hop(request.headers_mut());
         self.apply_api_key(request.headers_mut());
         let started = Instant::now();
-        let response = tokio::time::timeout(self.request_timeout, client.request(request))
+        let response = tokio::time::timeout(self.request_timeout, self.request(protocol, request))
             .await
             .map_err(|_| UpstreamError::Timeout {
                 upstream: self.name.clone(),
@@ -205,6 +216,20 @@ impl Upstream {
                 source,
             })?;
         Ok((response, started.elapsed()))
+    }
+
+    async fn request(
+        &self,
+        protocol: Protocol,
+        request: Request<ProxyBody>,
+    ) -> Result<Response<ProxyBody>, BoxError> {
+        match protocol {
+            Protocol::Rest => match self.rest_client.request(request).await {
+                Ok(response) => Ok(response.map(stream)),
+                Err(err) => Err(err.into()),
+            },
+            Protocol::Grpc => self.grpc_channel.send(request).await,
+        }
     }
 
     fn apply_api_key(&self, headers: &mut HeaderMap) {

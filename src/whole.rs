@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::header::HeaderMap;
 use hyper::{Request, Response};
 
-use crate::upstream::{Protocol, ProxyBody, Upstream, UpstreamError, full};
+use crate::upstream::{Protocol, ProxyBody, Upstream, UpstreamError, full, read_with_trailers};
 
 /// Bounds what an answer may hold in memory.
 const MAX_ANSWER: usize = 64 * 1024 * 1024;
@@ -106,16 +106,13 @@ pub async fn answer_limited(
 ) -> Result<(Answer, Duration), UpstreamError> {
     let (response, latency) = upstream.send(protocol, request).await?;
     let (parts, body) = response.into_parts();
-    let collected =
-        Limited::new(body, max)
-            .collect()
+    let (body, trailers) =
+        read_with_trailers(body, max)
             .await
-            .map_err(|err| UpstreamError::BrokenAnswer {
+            .map_err(|message| UpstreamError::BrokenAnswer {
                 upstream: upstream.name.clone(),
-                message: err.to_string(),
+                message,
             })?;
-    let trailers = collected.trailers().cloned();
-    let body = collected.to_bytes();
     Ok((
         Answer {
             response: Response::from_parts(parts, ()),

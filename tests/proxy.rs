@@ -851,3 +851,65 @@ request_timeout_ms = 300
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     proxy.running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_grpc_upstream_is_reached_again() {
+    let s = setup().await;
+    let client = Qdrant::from_url(&s.proxy.grpc_url()).build().unwrap();
+    let collection = |name: &str| {
+        pb::CreateCollectionBuilder::new(name)
+            .vectors_config(pb::VectorParamsBuilder::new(4, pb::Distance::Cosine))
+    };
+    client
+        .create_collection(collection("before"))
+        .await
+        .unwrap();
+    let addrs = |url: String| -> std::net::SocketAddr {
+        url.trim_start_matches("http://").parse().unwrap()
+    };
+    let (grpc, rest) = (
+        addrs(s.blue.upstream.grpc_url()),
+        addrs(s.blue.upstream.rest_url()),
+    );
+    let Setup {
+        blue: TestUpstream {
+            upstream: blue,
+            dir: blue_dir,
+        },
+        green,
+        proxy,
+        dir: _dir,
+        ..
+    } = s;
+    let restart = || cutover::embedded::EmbeddedUpstream::start(blue_dir.path(), grpc, rest);
+
+    // Restarted between two calls: the first call after it finds the old
+    // connection closed, and cutover sends it on a new one.
+    blue.stop().await;
+    let blue_again = restart().await.expect("blue restarts on its data");
+    client.create_collection(collection("after")).await.unwrap();
+    let names = client.list_collections().await.unwrap().collections;
+    let mut names: Vec<_> = names.into_iter().map(|c| c.name).collect();
+    names.sort();
+    assert_eq!(names, ["after", "before"]);
+
+    // Down: a call fails cleanly; back up: the next call is served.
+    blue_again.stop().await;
+    let err = client.collection_info("before").await.unwrap_err();
+    let qdrant_client::QdrantError::ResponseError { status } = err else {
+        panic!("a gRPC status, got {err:?}")
+    };
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("upstream `blue` is unreachable"),
+        "{}",
+        status.message()
+    );
+    let blue_third = restart().await.expect("blue restarts again");
+    let info = client.collection_info("before").await.unwrap();
+    assert!(info.result.is_some());
+
+    proxy.running.stop().await;
+    blue_third.stop().await;
+    green.upstream.stop().await;
+}

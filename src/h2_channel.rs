@@ -1,0 +1,188 @@
+//! One HTTP/2 connection to an upstream's gRPC endpoint, shared by every
+//! call and made again when it closes.
+//!
+//! Spoken with `h2` itself rather than through hyper's pooled client: a gRPC
+//! request arrives whole, so its HEADERS and DATA frames are queued together
+//! and leave in one write. hyper's client waits for the new stream's send
+//! window before it queues the DATA, which costs a second write and a task
+//! per request; with its pool, a tenth of cutover's CPU per proxied gRPC
+//! search (docs/benchmarks.md).
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use h2::Reason;
+use h2::client::SendRequest;
+use http_body_util::BodyExt;
+use hyper::body::Frame;
+use hyper::header::HeaderMap;
+use hyper::{Request, Response, Uri};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
+use tower_service::Service;
+
+use crate::upstream::{
+    BoxError, H2_CONNECTION_WINDOW, H2_STREAM_WINDOW, ProxyBody, read_with_trailers,
+};
+
+pub struct H2Channel {
+    uri: Uri,
+    connector: HttpsConnector<HttpConnector>,
+    /// The open connection's handle and its number; `None` before the
+    /// first call and after the connection was lost.
+    current: tokio::sync::Mutex<Option<(u64, SendRequest<Bytes>)>>,
+    connections: AtomicU64,
+}
+
+impl H2Channel {
+    /// A channel to `uri` (scheme and authority), connected on first use.
+    pub fn new(uri: Uri, connector: HttpsConnector<HttpConnector>) -> H2Channel {
+        H2Channel {
+            uri,
+            connector,
+            current: tokio::sync::Mutex::new(None),
+            connections: AtomicU64::new(0),
+        }
+    }
+
+    /// Sends a request and answers when its response headers arrive, the
+    /// body still streaming. A request the upstream surely did not act on
+    /// (see [`Failed::untaken`]) is sent once more, on a new connection.
+    pub async fn send(&self, request: Request<ProxyBody>) -> Result<Response<ProxyBody>, BoxError> {
+        let (head, body) = request.into_parts();
+        let (data, trailers) = read_with_trailers(body, usize::MAX).await?;
+        let mut retried = false;
+        loop {
+            let (connection, sender) = self.sender().await?;
+            let request = Request::from_parts(head.clone(), ());
+            let err = match exchange(sender, request, &data, &trailers).await {
+                Ok(response) => {
+                    return Ok(response.map(|recv| {
+                        ResponseBody {
+                            recv,
+                            data_done: false,
+                        }
+                        .boxed_unsync()
+                    }));
+                }
+                Err(err) => err,
+            };
+            if retried || !err.untaken() {
+                return Err(err.error.into());
+            }
+            tracing::debug!(err = %err.error, "the upstream did not take the request; sending it again");
+            self.forget(connection).await;
+            retried = true;
+        }
+    }
+
+    /// The open connection's handle and number, connecting first if there is none.
+    async fn sender(&self) -> Result<(u64, SendRequest<Bytes>), BoxError> {
+        let mut current = self.current.lock().await;
+        if let Some((number, sender)) = current.as_ref() {
+            return Ok((*number, sender.clone()));
+        }
+        let io = self.connector.clone().call(self.uri.clone()).await?;
+        let (sender, connection) = h2::client::Builder::new()
+            .enable_push(false)
+            .initial_window_size(H2_STREAM_WINDOW)
+            .initial_connection_window_size(H2_CONNECTION_WINDOW)
+            .handshake(TokioIo::new(io))
+            .await?;
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(%err, "upstream HTTP/2 connection ended");
+            }
+        });
+        let number = self.connections.fetch_add(1, Ordering::Relaxed);
+        *current = Some((number, sender.clone()));
+        Ok((number, sender))
+    }
+
+    /// Drops a lost connection's handle, unless a new one replaced it.
+    async fn forget(&self, lost: u64) {
+        let mut current = self.current.lock().await;
+        if current.as_ref().is_some_and(|(number, _)| *number == lost) {
+            *current = None;
+        }
+    }
+}
+
+/// One request's exchange on a connection, up to its response headers.
+async fn exchange(
+    sender: SendRequest<Bytes>,
+    request: Request<()>,
+    data: &Bytes,
+    trailers: &Option<HeaderMap>,
+) -> Result<Response<h2::RecvStream>, Failed> {
+    let unsent = |error| Failed { sent: false, error };
+    let mut sender = sender.ready().await.map_err(unsent)?;
+    let eos = data.is_empty() && trailers.is_none();
+    let (response, mut stream) = sender.send_request(request, eos).map_err(unsent)?;
+    if !data.is_empty() {
+        stream
+            .send_data(data.clone(), trailers.is_none())
+            .map_err(unsent)?;
+    }
+    if let Some(trailers) = trailers {
+        stream.send_trailers(trailers.clone()).map_err(unsent)?;
+    }
+    response.await.map_err(|error| Failed { sent: true, error })
+}
+
+struct Failed {
+    /// Whether the request's frames were queued on a live connection.
+    sent: bool,
+    error: h2::Error,
+}
+
+impl Failed {
+    /// Whether the upstream surely did not act on the request: it could
+    /// not be sent, its connection lost, or the upstream refused it
+    /// unprocessed (REFUSED_STREAM).
+    fn untaken(&self) -> bool {
+        let lost = self.error.is_io() || self.error.is_go_away();
+        (!self.sent && lost) || self.error.reason() == Some(Reason::REFUSED_STREAM)
+    }
+}
+
+/// A response body read from an h2 stream: its DATA frames, then its
+/// trailers. Received bytes are given back to the flow-control window as
+/// they are handed on.
+struct ResponseBody {
+    recv: h2::RecvStream,
+    data_done: bool,
+}
+
+impl hyper::body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if !self.data_done {
+            match ready!(self.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(err)) => return Poll::Ready(Some(Err(err.into()))),
+                None => self.data_done = true,
+            }
+        }
+        match ready!(self.recv.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(err) => Poll::Ready(Some(Err(err.into()))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+}
