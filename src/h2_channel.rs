@@ -85,6 +85,16 @@ impl H2Channel {
         if let Some((number, sender)) = current.as_ref() {
             return Ok((*number, sender.clone()));
         }
+        // Boxed: connecting is rare, and its future is large; every call's
+        // future would carry it.
+        let sender = Box::pin(self.connect()).await?;
+        let number = self.connections.fetch_add(1, Ordering::Relaxed);
+        *current = Some((number, sender.clone()));
+        Ok((number, sender))
+    }
+
+    /// A new connection, its task spawned; answers its handle.
+    async fn connect(&self) -> Result<SendRequest<Bytes>, BoxError> {
         let io = self.connector.clone().call(self.uri.clone()).await?;
         let (sender, connection) = h2::client::Builder::new()
             .enable_push(false)
@@ -97,9 +107,7 @@ impl H2Channel {
                 tracing::debug!(%err, "upstream HTTP/2 connection ended");
             }
         });
-        let number = self.connections.fetch_add(1, Ordering::Relaxed);
-        *current = Some((number, sender.clone()));
-        Ok((number, sender))
+        Ok(sender)
     }
 
     /// Drops a lost connection's handle, unless a new one replaced it.

@@ -205,16 +205,21 @@ impl Upstream {
         strip_hop_by_hop(request.headers_mut());
         self.apply_api_key(request.headers_mut());
         let started = Instant::now();
-        let response = tokio::time::timeout(self.request_timeout, self.request(protocol, request))
-            .await
-            .map_err(|_| UpstreamError::Timeout {
-                upstream: self.name.clone(),
-                timeout: self.request_timeout,
-            })?
-            .map_err(|source| UpstreamError::Unreachable {
-                upstream: self.name.clone(),
-                source,
-            })?;
+        // Boxed: the request's future is large, and every handler's future
+        // would carry it (and be copied whole when hyper spawns it).
+        let response = tokio::time::timeout(
+            self.request_timeout,
+            Box::pin(self.request(protocol, request)),
+        )
+        .await
+        .map_err(|_| UpstreamError::Timeout {
+            upstream: self.name.clone(),
+            timeout: self.request_timeout,
+        })?
+        .map_err(|source| UpstreamError::Unreachable {
+            upstream: self.name.clone(),
+            source,
+        })?;
         Ok((response, started.elapsed()))
     }
 
