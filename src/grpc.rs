@@ -373,7 +373,7 @@ async fn send(
         }
         _ => match resolved.upstream.send(Protocol::Grpc, request).await {
             Ok((response, latency)) => {
-                crate::metrics::upstream_latency("grpc", resolved.side, latency);
+                crate::metrics::upstream_latency(Protocol::Grpc, resolved.side, latency);
                 response
             }
             Err(err) => return unavailable(method, &route, resolved.side, err),

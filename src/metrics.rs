@@ -4,10 +4,11 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::routing::Side;
+use crate::upstream::Protocol;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -84,13 +85,21 @@ pub fn request(
 }
 
 /// Time from sending to an upstream to its response headers.
-pub fn upstream_latency(protocol: &'static str, side: Option<Side>, elapsed: Duration) {
-    histogram!(
-        "cutover_upstream_request_duration_seconds",
-        "protocol" => protocol,
-        "side" => side_label(side),
-    )
-    .record(elapsed.as_secs_f64());
+pub fn upstream_latency(protocol: Protocol, side: Option<Side>, elapsed: Duration) {
+    // Recorded on every request: its handles are looked up once, not per
+    // sample, one per protocol and side.
+    static HANDLES: [OnceLock<Histogram>; 6] = [const { OnceLock::new() }; 6];
+    let (protocol_index, side_index) =
+        (protocol as usize, side.map_or(0, |side| side as usize + 1));
+    HANDLES[protocol_index * 3 + side_index]
+        .get_or_init(|| {
+            histogram!(
+                "cutover_upstream_request_duration_seconds",
+                "protocol" => protocol.as_str(),
+                "side" => side_label(side),
+            )
+        })
+        .record(elapsed.as_secs_f64());
 }
 
 pub fn routing_version(version: u64) {

@@ -309,7 +309,7 @@ impl Sides<'_> {
     async fn answer(&self, side: Side, body: Bytes) -> Result<(Answer, Resolved), ReadError> {
         let (resolved, request) = self.request(side, body)?;
         let (answer, latency) = answer(&resolved.upstream, self.protocol, request).await?;
-        crate::metrics::upstream_latency(self.protocol.as_str(), Some(side), latency);
+        crate::metrics::upstream_latency(self.protocol, Some(side), latency);
         Ok((answer, resolved))
     }
 
@@ -323,7 +323,7 @@ impl Sides<'_> {
         let Some(fallback) = fallback else {
             let (resolved, request) = self.request(side, body)?;
             let (response, latency) = resolved.upstream.send(self.protocol, request).await?;
-            crate::metrics::upstream_latency(self.protocol.as_str(), Some(side), latency);
+            crate::metrics::upstream_latency(self.protocol, Some(side), latency);
             return Ok((response, resolved));
         };
         let route = &self.route.collection;
@@ -353,7 +353,7 @@ impl Sides<'_> {
         let baseline_body = body.clone();
         let (resolved, request) = self.request(primary, body)?;
         let (answer, latency) = answer(&resolved.upstream, self.protocol, request).await?;
-        crate::metrics::upstream_latency(self.protocol.as_str(), Some(primary), latency);
+        crate::metrics::upstream_latency(self.protocol, Some(primary), latency);
         let shadows = &self.proxy.shadows;
         let route = &self.route.collection;
         if answer.succeeded(self.protocol)

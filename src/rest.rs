@@ -223,7 +223,7 @@ async fn forward(
                 .await
             {
                 Ok((response, latency)) => {
-                    crate::metrics::upstream_latency("rest", resolved.side, latency);
+                    crate::metrics::upstream_latency(Protocol::Rest, resolved.side, latency);
                     response
                 }
                 Err(err) => return unavailable(err),

@@ -83,7 +83,7 @@ pub async fn dual(
     );
     let failure = match second {
         Ok(Ok((answer, latency))) if answer.succeeded(protocol) => {
-            crate::metrics::upstream_latency(protocol.as_str(), Some(secondary.side), latency);
+            crate::metrics::upstream_latency(protocol, Some(secondary.side), latency);
             count(secondary.side, "ok");
             None
         }
@@ -160,7 +160,7 @@ async fn answer_counted(
     let result = answer(upstream, protocol, request).await;
     let outcome = match &result {
         Ok((answer, latency)) => {
-            crate::metrics::upstream_latency(protocol.as_str(), Some(side), *latency);
+            crate::metrics::upstream_latency(protocol, Some(side), *latency);
             if answer.succeeded(protocol) {
                 "ok"
             } else {

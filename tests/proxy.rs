@@ -514,6 +514,19 @@ async fn metrics_show_the_decisions_made() {
         text.contains("cutover_upstream_request_duration_seconds_bucket"),
         "histograms, not summaries: {text}"
     );
+    for labels in [
+        r#"protocol="rest",side="blue""#,
+        r#"protocol="rest",side="green""#,
+        r#"protocol="rest",side="default""#,
+        r#"protocol="grpc",side="green""#,
+    ] {
+        assert!(
+            has(&format!(
+                "cutover_upstream_request_duration_seconds_count{{{labels}}}"
+            )),
+            "upstream latency with {labels}: {text}"
+        );
+    }
     // The gauge is process-wide; other tests' proxies share it, so check it moved at least this far.
     let gauge: f64 = text
         .lines()
