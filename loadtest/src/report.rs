@@ -17,6 +17,8 @@ pub struct TargetResult {
     pub target: String,
     pub protocol: Protocol,
     pub latency_us: BTreeMap<Op, Histogram<u64>>,
+    /// Answered requests a second in each round, in order.
+    pub round_throughput: BTreeMap<Op, Vec<f64>>,
     pub errors: BTreeMap<Op, u64>,
     pub first_error: Option<String>,
     pub elapsed: Duration,
@@ -32,6 +34,7 @@ impl TargetResult {
             target: target.to_owned(),
             protocol,
             latency_us: BTreeMap::new(),
+            round_throughput: BTreeMap::new(),
             errors: BTreeMap::new(),
             first_error: None,
             elapsed: Duration::ZERO,
@@ -54,7 +57,12 @@ impl TargetResult {
     }
 
     pub fn add(&mut self, measured: Measured) {
+        let seconds = measured.elapsed.as_secs_f64().max(f64::EPSILON);
         for (op, h) in measured.latency_us {
+            self.round_throughput
+                .entry(op)
+                .or_default()
+                .push(h.len() as f64 / seconds);
             self.latency_us
                 .entry(op)
                 .or_insert_with(|| {
@@ -81,6 +89,28 @@ impl TargetResult {
             / self.elapsed.as_secs_f64().max(f64::EPSILON)
     }
 
+    /// Throughput against `base`'s round by round: the median ratio and
+    /// the lowest and highest, as one run's spread.
+    fn round_ratios(&self, base: &TargetResult, op: Op) -> Option<(f64, f64, f64)> {
+        let (ours, theirs) = (
+            self.round_throughput.get(&op)?,
+            base.round_throughput.get(&op)?,
+        );
+        let mut ratios: Vec<f64> = ours
+            .iter()
+            .zip(theirs)
+            .filter(|(_, base)| **base > 0.0)
+            .map(|(ours, base)| ours / base)
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let median = match ratios.len() {
+            0 => return None,
+            n if n % 2 == 1 => ratios[n / 2],
+            n => (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0,
+        };
+        Some((median, ratios[0], ratios[ratios.len() - 1]))
+    }
+
     pub fn quantile_ms(&self, op: Op, q: f64) -> f64 {
         self.latency_us
             .get(&op)
@@ -105,7 +135,7 @@ impl Report {
 
     pub fn markdown(&self) -> String {
         let mut out = format!(
-            "{}; {}; {}\n\n| protocol | operation | target | req/s | errors | proxy CPU µs/req | proxy peak RSS MiB | p50 added ms | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+            "{}; {}; {}\n\n| protocol | operation | target | req/s | req/s per round vs direct: median (range) | errors | proxy CPU µs/req | proxy peak RSS MiB | p50 added ms | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
             self.title, self.load, self.pinning,
         );
         let ratio = |value: f64, base: Option<f64>| match base {
@@ -116,14 +146,20 @@ impl Report {
             let direct = self.direct(r.protocol).filter(|d| !std::ptr::eq(*d, r));
             for (op, histogram) in &r.latency_us {
                 out.push_str(&format!(
-                    "| {} | {} | {} | {:.0}{} | {} |",
+                    "| {} | {} | {} | {:.0}{} |",
                     r.protocol.name(),
                     op.name(),
                     r.target,
                     r.throughput(*op),
                     ratio(r.throughput(*op), direct.map(|d| d.throughput(*op))),
-                    r.errors.get(op).copied().unwrap_or(0),
                 ));
+                match direct.and_then(|d| r.round_ratios(d, *op)) {
+                    Some((median, low, high)) => {
+                        out.push_str(&format!(" x{median:.2} ({low:.2}..{high:.2}) |"))
+                    }
+                    None => out.push_str(" |"),
+                }
+                out.push_str(&format!(" {} |", r.errors.get(op).copied().unwrap_or(0)));
                 // What the proxy in between spent, and the latency its hop adds:
                 // the figures to set beside a peer proxy's.
                 match r.proxy_cpu_us_per_request() {
@@ -171,6 +207,7 @@ impl Report {
                         "errors": r.errors.get(op).copied().unwrap_or(0),
                         "seconds": r.elapsed.as_secs_f64(),
                         "throughput_per_s": r.throughput(*op),
+                        "throughput_per_s_by_round": r.round_throughput.get(op),
                         "proxy_cpu_us_per_request": r.proxy_cpu_us_per_request(),
                         "proxy_peak_rss_mib": r.proxy_peak_rss_mib,
                         "latency": latency,
@@ -179,5 +216,32 @@ impl Report {
             })
             .collect();
         json!({ "title": self.title, "load": self.load, "pinning": self.pinning, "results": rows })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rounds(throughput: &[f64]) -> TargetResult {
+        let mut result = TargetResult::new("t", Protocol::Grpc);
+        result
+            .round_throughput
+            .insert(Op::Search, throughput.to_vec());
+        result
+    }
+
+    #[test]
+    fn round_ratios_are_taken_round_by_round() {
+        let direct = rounds(&[100.0, 200.0, 100.0]);
+        // Round by round: 0.9, 1.0, 1.1, though the totals' ratio is 1.0.
+        let proxy = rounds(&[90.0, 200.0, 110.0]);
+        let (median, low, high) = proxy.round_ratios(&direct, Op::Search).unwrap();
+        assert_eq!((median, low, high), (1.0, 0.9, 1.1));
+        // An even count: the mean of the middle two.
+        let (direct, proxy) = (rounds(&[100.0; 4]), rounds(&[80.0, 90.0, 95.0, 99.0]));
+        let (median, _, _) = proxy.round_ratios(&direct, Op::Search).unwrap();
+        assert!((median - 0.925).abs() < 1e-9, "{median}");
+        assert!(rounds(&[]).round_ratios(&direct, Op::Search).is_none());
     }
 }
