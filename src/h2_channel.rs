@@ -28,6 +28,7 @@ use crate::upstream::{
     BoxError, H2_CONNECTION_WINDOW, H2_STREAM_WINDOW, ProxyBody, read_with_trailers,
 };
 
+/// The connection to one upstream's gRPC endpoint.
 pub struct H2Channel {
     uri: Uri,
     connector: HttpsConnector<HttpConnector>,

@@ -1,5 +1,6 @@
-//! An upstream Qdrant endpoint: pooled HTTP/1.1 clients for REST, HTTP/2
-//! for gRPC, its API key policy and timeouts, and its health check.
+//! An upstream Qdrant endpoint: a pooled HTTP/1.1 client for REST, one
+//! HTTP/2 connection for gRPC (`h2_channel`), its API key policy and
+//! timeouts, and its health check.
 
 use std::time::{Duration, Instant};
 
@@ -223,6 +224,7 @@ impl Upstream {
         Ok((response, started.elapsed()))
     }
 
+    /// One exchange on the protocol's client, unbounded in time.
     async fn request(
         &self,
         protocol: Protocol,
