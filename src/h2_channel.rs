@@ -30,6 +30,8 @@ use crate::upstream::{
 
 /// The connection to one upstream's gRPC endpoint.
 pub struct H2Channel {
+    /// The upstream's name, for metrics.
+    name: String,
     uri: Uri,
     connector: HttpsConnector<HttpConnector>,
     /// The open connection's handle and its number; `None` before the
@@ -39,9 +41,11 @@ pub struct H2Channel {
 }
 
 impl H2Channel {
-    /// A channel to `uri` (scheme and authority), connected on first use.
-    pub fn new(uri: Uri, connector: HttpsConnector<HttpConnector>) -> H2Channel {
+    /// A channel to upstream `name` at `uri` (scheme and authority),
+    /// connected on first use.
+    pub fn new(name: &str, uri: Uri, connector: HttpsConnector<HttpConnector>) -> H2Channel {
         H2Channel {
+            name: name.to_owned(),
             uri,
             connector,
             current: tokio::sync::Mutex::new(None),
@@ -71,10 +75,11 @@ impl H2Channel {
                 }
                 Err(err) => err,
             };
-            if retried || !err.untaken() {
+            let Some(reason) = err.untaken().filter(|_| !retried) else {
                 return Err(err.error.into());
-            }
-            tracing::debug!(err = %err.error, "the upstream did not take the request; sending it again");
+            };
+            tracing::debug!(err = %err.error, reason, "the upstream did not take the request; sending it again");
+            crate::metrics::upstream_retry(&self.name, reason);
             self.forget(connection).await;
             retried = true;
         }
@@ -88,7 +93,10 @@ impl H2Channel {
         }
         // Boxed: connecting is rare, and its future is large; every call's
         // future would carry it.
-        let sender = Box::pin(self.connect()).await?;
+        let sender = Box::pin(self.connect())
+            .await
+            .inspect_err(|_| crate::metrics::upstream_connection(&self.name, "failed"))?;
+        crate::metrics::upstream_connection(&self.name, "opened");
         let number = self.connections.fetch_add(1, Ordering::Relaxed);
         *current = Some((number, sender.clone()));
         Ok((number, sender))
@@ -149,12 +157,19 @@ struct Failed {
 }
 
 impl Failed {
-    /// Whether the upstream surely did not act on the request: it could
-    /// not be sent, its connection lost, or the upstream refused it
-    /// unprocessed (REFUSED_STREAM).
-    fn untaken(&self) -> bool {
+    /// Why the upstream surely did not act on the request, if it surely
+    /// did not: it could not be sent, its connection lost
+    /// (`connection_lost`), or the upstream refused it unprocessed
+    /// (`refused_stream`).
+    fn untaken(&self) -> Option<&'static str> {
         let lost = self.error.is_io() || self.error.is_go_away();
-        (!self.sent && lost) || self.error.reason() == Some(Reason::REFUSED_STREAM)
+        if !self.sent && lost {
+            Some("connection_lost")
+        } else if self.error.reason() == Some(Reason::REFUSED_STREAM) {
+            Some("refused_stream")
+        } else {
+            None
+        }
     }
 }
 

@@ -116,6 +116,30 @@ pub fn admin_unauthorized() {
     counter!("cutover_admin_unauthorized_total").increment(1);
 }
 
+/// A gRPC connection to an upstream: `opened`, or `failed` to open.
+pub fn upstream_connection(upstream: &str, outcome: &'static str) {
+    counter!(
+        "cutover_upstream_connections_total",
+        "protocol" => "grpc",
+        "upstream" => upstream.to_owned(),
+        "outcome" => outcome,
+    )
+    .increment(1);
+}
+
+/// A gRPC request sent again on a new connection, the upstream having
+/// surely not acted on it: `connection_lost` before it was sent, or
+/// `refused_stream`.
+pub fn upstream_retry(upstream: &str, reason: &'static str) {
+    counter!(
+        "cutover_upstream_retries_total",
+        "protocol" => "grpc",
+        "upstream" => upstream.to_owned(),
+        "reason" => reason,
+    )
+    .increment(1);
+}
+
 /// Whether each upstream answered its last health check (1) or not (0).
 pub fn upstream_up(upstream: &str, up: bool) {
     gauge!("cutover_upstream_up", "upstream" => upstream.to_owned()).set(if up {

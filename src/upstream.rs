@@ -168,7 +168,7 @@ impl Upstream {
         Ok(Upstream {
             name: name.to_owned(),
             rest: uri(&spec.rest)?,
-            grpc_channel: H2Channel::new(grpc.clone(), grpc_connector),
+            grpc_channel: H2Channel::new(name, grpc.clone(), grpc_connector),
             grpc,
             api_key,
             client_api_key: spec.client_api_key,

@@ -905,6 +905,14 @@ async fn a_restarted_grpc_upstream_is_reached_again() {
     let mut names: Vec<_> = names.into_iter().map(|c| c.name).collect();
     names.sort();
     assert_eq!(names, ["after", "before"]);
+    assert_metrics_contain(
+        &proxy.admin_url(),
+        &[
+            r#"cutover_upstream_retries_total{protocol="grpc",upstream="blue",reason="connection_lost"}"#,
+            r#"cutover_upstream_connections_total{protocol="grpc",upstream="blue",outcome="opened"}"#,
+        ],
+    )
+    .await;
 
     // Down: a call fails cleanly; back up: the next call is served.
     blue_again.stop().await;
@@ -918,6 +926,11 @@ async fn a_restarted_grpc_upstream_is_reached_again() {
         "{}",
         status.message()
     );
+    assert_metrics_contain(
+        &proxy.admin_url(),
+        &[r#"cutover_upstream_connections_total{protocol="grpc",upstream="blue",outcome="failed"}"#],
+    )
+    .await;
     let blue_third = restart().await.expect("blue restarts again");
     let info = client.collection_info("before").await.unwrap();
     assert!(info.result.is_some());
