@@ -526,6 +526,15 @@ mod tests {
         Schema(sizes.iter().map(|(n, d)| (n.to_string(), *d)).collect())
     }
 
+    /// Shaping under `transform` between two known schemas.
+    fn known<'a>(transform: &'a Transform, blue: &'a Schema, green: &'a Schema) -> Shaping<'a> {
+        Shaping {
+            transform,
+            blue: Some(blue),
+            green: Some(green),
+        }
+    }
+
     /// Why `shaping` refuses this REST upsert (it must).
     fn refusal(shaping: &Shaping, body: Value) -> String {
         shaping
@@ -563,11 +572,7 @@ mod tests {
         assert!(!same(None, None).applies());
         assert!(same(Some(&four), Some(&eight)).applies());
         assert!(same(Some(&four), None).applies());
-        let named = Shaping {
-            transform: &Transform::Named,
-            blue: Some(&four),
-            green: Some(&four),
-        };
+        let named = known(&Transform::Named, &four, &four);
         assert!(named.applies());
     }
 
@@ -577,11 +582,7 @@ mod tests {
             schema(&[("dense", 2)]),
             schema(&[("dense", 2), ("extra", 5)]),
         );
-        let s = Shaping {
-            transform: &Transform::Same,
-            blue: Some(&blue),
-            green: Some(&green),
-        };
+        let s = known(&Transform::Same, &blue, &green);
         let rest = json!({ "points": [{ "id": 1, "vector": {
             "dense": [1.0, 2.0],
             "sparse": { "indices": [3], "values": [0.5] },
@@ -612,11 +613,7 @@ mod tests {
     #[test]
     fn transforms_refuse_vectors_they_cannot_rebuild() {
         let (blue, green) = (schema(&[("dense", 2)]), schema(&[("dense", 2)]));
-        let s = Shaping {
-            transform: &Transform::Named,
-            blue: Some(&blue),
-            green: Some(&green),
-        };
+        let s = known(&Transform::Named, &blue, &green);
         let sparse = json!({ "points": [{ "id": 1, "vector": {
             "dense": [1.0, 2.0],
             "sparse": { "indices": [3], "values": [0.5] }
@@ -628,11 +625,7 @@ mod tests {
     #[test]
     fn same_refuses_a_vector_either_side_cannot_take() {
         let (blue, green) = (schema(&[("", 4)]), schema(&[("", 8)]));
-        let s = Shaping {
-            transform: &Transform::Same,
-            blue: Some(&blue),
-            green: Some(&green),
-        };
+        let s = known(&Transform::Same, &blue, &green);
         let body = json!({ "points": [{ "id": 1, "vector": [0.0, 0.0, 0.0, 0.0] }] });
         let err = refusal(&s, body);
         assert!(
@@ -644,11 +637,7 @@ mod tests {
     #[test]
     fn named_keeps_each_sides_names_in_both_rest_forms() {
         let (blue, green) = (schema(&[("small", 2)]), schema(&[("large", 3)]));
-        let s = Shaping {
-            transform: &Transform::Named,
-            blue: Some(&blue),
-            green: Some(&green),
-        };
+        let s = known(&Transform::Named, &blue, &green);
         let batch = json!({ "batch": { "ids": [7], "vectors": { "small": [[1.0, 2.0]], "large": [[1.0, 2.0, 3.0]] }, "payloads": [{ "k": 1 }] } });
         let shaped = s
             .rest("upsert", batch.to_string().as_bytes())

@@ -201,13 +201,7 @@ transform = {{ kind = "embed", api = "tei", url = "http://{addr}/embed", text_fi
         .await
         .unwrap();
     assert!(response.status().is_success());
-    let (_, route) = admin_call(
-        &proxy.admin_url(),
-        reqwest::Method::GET,
-        "/routes/docs",
-        None,
-    )
-    .await;
+    let route = docs_route(&proxy).await;
     assert_eq!(route["replay"]["records"], 1, "{route}");
     standin.down.store(false, Ordering::SeqCst);
     let (status, body) = admin_call(
@@ -407,13 +401,7 @@ async fn alike_sides_judge_a_write_themselves() {
     ] {
         assert_eq!(all_points(&http, &url, collection).await, json!([]));
     }
-    let (_, route) = admin_call(
-        &proxy.admin_url(),
-        reqwest::Method::GET,
-        "/routes/docs",
-        None,
-    )
-    .await;
+    let route = docs_route(&proxy).await;
     assert_eq!(route["replay"]["records"], 0, "{route}");
 
     grpc.upsert_points(one_point_upsert("docs", 3, vec![0.5f32, 0.25, 0.0, 1.0]))
@@ -426,4 +414,16 @@ async fn alike_sides_judge_a_write_themselves() {
     proxy.running.stop().await;
     blue.upstream.stop().await;
     green.upstream.stop().await;
+}
+
+/// The `docs` route as the admin API shows it, its replay queue included.
+async fn docs_route(proxy: &TestProxy) -> Value {
+    let (_, route) = admin_call(
+        &proxy.admin_url(),
+        reqwest::Method::GET,
+        "/routes/docs",
+        None,
+    )
+    .await;
+    route
 }
