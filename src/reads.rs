@@ -12,15 +12,20 @@
 //!    not fit green's collection keeps green out of the read (counted).
 //! 3. Sent: a split read green fails is served by blue (counted); a fused
 //!    read one side fails is served by the other (counted); a shadow goes
-//!    off the client's path (`shadow.rs`).
+//!    off the client's path (`shadow.rs`), where the secondary's copy is
+//!    shaped: the client's read waits on no decoding it does not need.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use hyper::http::request::Parts;
 use hyper::{HeaderMap, Response};
 
+use crate::embedder::EmbedSpec;
 use crate::proxy::{Proxy, Resolved, side_request};
 use crate::read_request::{ReadKind, ReadRequest, Window};
 use crate::routing::{ReadDecision, ReadMode, Route, Side};
+use crate::shadow::{Copies, Uncompared};
 use crate::transform::Transform;
 use crate::upstream::{Protocol, ProxyBody, UpstreamError};
 use crate::whole::{Answer, answer};
@@ -58,8 +63,8 @@ impl Skip {
 
 /// Serves a routed read; answers the response and the side that served it.
 pub async fn serve(
-    proxy: &Proxy,
-    route: &Route,
+    proxy: &Arc<Proxy>,
+    route: &Arc<Route>,
     protocol: Protocol,
     label: &'static str,
     parts: Parts,
@@ -67,9 +72,11 @@ pub async fn serve(
 ) -> Result<(Response<ProxyBody>, Resolved), ReadError> {
     let primary = route.policy.primary;
     let forced = forced_side(&parts.headers, route.reads.allow_force_side)?;
-    // Looked inside only where the route needs to; otherwise streamed as it came.
+    // Looked inside only where the route needs to, and decoded only where
+    // the client's answer waits on it; otherwise sent as it came.
     let kind = needs_decoding(route).then(|| ReadKind::of(label)).flatten();
-    let mut request = kind.and_then(|kind| ReadRequest::decode(protocol, kind, &body).ok());
+    let decode = || kind.and_then(|kind| ReadRequest::decode(protocol, kind, &body).ok());
+    let mut request = route.reads.key.reads_request().then(decode).flatten();
     let key = route.reads.key.of(&parts.headers, &body, request.as_ref());
     let mut decision = route.read_decision(key.as_deref(), forced);
     crate::metrics::read_decision(
@@ -77,7 +84,15 @@ pub async fn serve(
         mode_label(route.reads.mode),
         decision.label(forced.is_some()),
     );
-    if matches!(decision, ReadDecision::Shadow | ReadDecision::Fuse) && request.is_none() {
+    if request.is_none() && decodes_first(route, decision) {
+        request = decode();
+    }
+    let readable = match decision {
+        ReadDecision::Shadow => kind.is_some(),
+        ReadDecision::Fuse => request.is_some(),
+        ReadDecision::Serve { .. } => true,
+    };
+    if !readable {
         // Not a read cutover can read (undecodable): the primary serves it.
         decision = serve_primary(primary);
     }
@@ -92,79 +107,60 @@ pub async fn serve(
         texts: &texts,
         body: &body,
     };
-
-    // The side that answers first, and the one a shadow, fusion or
-    // fallback also asks.
-    let (first, other) = match decision {
-        ReadDecision::Serve { side, fallback } => (side, fallback.then_some(Side::Blue)),
-        ReadDecision::Shadow | ReadDecision::Fuse => (primary, Some(primary.other())),
-    };
-    let mut other_body = None;
-    if let Some(side) = other.filter(|side| *side != primary) {
-        let fused = decision == ReadDecision::Fuse;
-        match shaping.body_for(side, true, fused).await {
-            Ok(body) => other_body = Some(body),
-            Err(skip) => {
-                skip_green(route, &skip);
-                decision = serve_primary(primary);
-            }
-        }
-    }
-    // Decided for good now: a fusion asks each side for the whole page.
-    let fused = decision == ReadDecision::Fuse;
-    let first_body = match shaping.body_for(first, first != primary, fused).await {
-        Ok(body) => body,
-        Err(skip) if first != primary => {
-            // A split read green cannot take: blue serves it.
-            skip_green(route, &skip);
-            decision = serve_primary(primary);
-            shaping
-                .body_for(primary, false, false)
-                .await
-                .map_err(embedding_failed(primary))?
-        }
-        Err(skip) => return Err(embedding_failed(first)(skip)),
-    };
-    let other_body = match other {
-        Some(side) if side == primary && decision != serve_primary(primary) => Some(
-            shaping
-                .body_for(side, false, false)
-                .await
-                .map_err(embedding_failed(side))?,
-        ),
-        _ => other_body,
-    };
-    let windows = match (&decision, &request) {
-        (ReadDecision::Fuse, Some(request)) => request.clone().widen(),
-        _ => Vec::new(),
-    };
-
     let sides = Sides {
         proxy,
         route,
         protocol,
         parts: &parts,
     };
+
     match decision {
         ReadDecision::Serve { side, fallback } => {
-            let fallback = other_body.filter(|_| fallback);
-            sides.serve(side, first_body, fallback).await
+            match shaping.body_for(side, side != primary, false).await {
+                Ok(first) => {
+                    let fallback = match fallback {
+                        true => Some(shaping.own_body(Side::Blue).await?),
+                        false => None,
+                    };
+                    sides.serve(side, first, fallback).await
+                }
+                // A split read green cannot take: blue serves it.
+                Err(skip) if side != primary => sides.without_green(&shaping, skip).await,
+                Err(skip) => Err(embedding_failed(side)(skip)),
+            }
         }
         ReadDecision::Shadow => {
-            let kind = kind.expect("a shadowed read was decoded");
-            let other_body = other_body.expect("a shadowed read has a copy");
-            let asked = crate::shadow::Asked {
-                request,
-                bytes: body.len(),
+            let kind = kind.expect("a shadowed read has a kind");
+            let first = shaping.own_body(primary).await?;
+            let primary_body = first.clone();
+            // Made only if the shadow is admitted, for the mirror task:
+            // green's copy is shaped there, off the client's path.
+            let read = || ShadowRead {
+                proxy: proxy.clone(),
+                route: route.clone(),
+                protocol,
+                kind,
+                parts: parts.clone(),
+                body: body.clone(),
+                request: request.clone(),
+                primary_body: primary_body.clone(),
             };
-            sides
-                .shadow(label, kind, first_body, other_body, asked)
-                .await
+            sides.shadow(label, kind, first, body.len(), read).await
         }
         ReadDecision::Fuse => {
-            let kind = kind.expect("a fused read was decoded");
-            let other_body = other_body.expect("a fused read has a copy");
-            sides.fuse(kind, first_body, other_body, &windows).await
+            // Each side is asked for the whole page from offset 0.
+            match shaping.body_for(primary.other(), true, true).await {
+                Ok(other) => {
+                    let first = shaping
+                        .body_for(primary, false, true)
+                        .await
+                        .map_err(embedding_failed(primary))?;
+                    let kind = kind.expect("a fused read has a kind");
+                    let windows = request.clone().expect("a fused read was decoded").widen();
+                    sides.fuse(kind, first, other, &windows).await
+                }
+                Err(skip) => sides.without_green(&shaping, skip).await,
+            }
         }
     }
 }
@@ -190,6 +186,28 @@ fn needs_decoding(route: &Route) -> bool {
     route.reads.mode != ReadMode::Primary
         || matches!(route.transform, Transform::Embed(_))
         || route.reads.blue_embedder.is_some()
+}
+
+/// Whether a read so decided is decoded before its answer is asked for: a
+/// side on the client's path embeds its text queries, green serves it
+/// (its raw vectors are checked against green's sizes first), or both
+/// sides are asked for a fusion. A shadow's copy is shaped off the path.
+fn decodes_first(route: &Route, decision: ReadDecision) -> bool {
+    let primary = route.policy.primary;
+    match decision {
+        ReadDecision::Serve { side, .. } => side != primary || embedder(route, side).is_some(),
+        ReadDecision::Shadow => embedder(route, primary).is_some(),
+        ReadDecision::Fuse => true,
+    }
+}
+
+/// How `side`'s text (Document) queries are embedded; `None`: sent as they are.
+fn embedder(route: &Route, side: Side) -> Option<&EmbedSpec> {
+    match (side, &route.transform) {
+        (Side::Green, Transform::Embed(spec)) => Some(spec),
+        (Side::Green, _) => None,
+        (Side::Blue, _) => route.reads.blue_embedder.as_ref(),
+    }
 }
 
 fn forced_side(headers: &HeaderMap, allowed: bool) -> Result<Option<Side>, ReadError> {
@@ -244,12 +262,7 @@ impl Shaping<'_> {
         if check_size && side == Side::Green && !self.fits_green(request) {
             return Err(Skip::VectorSize);
         }
-        let embedder = match (side, &self.route.transform) {
-            (Side::Green, Transform::Embed(spec)) => Some(spec),
-            (Side::Green, _) => None,
-            (Side::Blue, _) => self.route.reads.blue_embedder.as_ref(),
-        };
-        let embedder = embedder.filter(|_| !self.texts.is_empty());
+        let embedder = embedder(self.route, side).filter(|_| !self.texts.is_empty());
         if embedder.is_none() && !widen {
             return Ok(self.body.clone());
         }
@@ -264,6 +277,13 @@ impl Shaping<'_> {
             shaped.widen();
         }
         Ok(shaped.encode())
+    }
+
+    /// `side`'s body as it serves the read itself: no size check, no widening.
+    async fn own_body(&self, side: Side) -> Result<Bytes, ReadError> {
+        self.body_for(side, false, false)
+            .await
+            .map_err(embedding_failed(side))
     }
 
     fn fits_green(&self, request: &ReadRequest) -> bool {
@@ -340,47 +360,47 @@ impl Sides<'_> {
         Box::pin(self.serve(Side::Blue, fallback, None)).await
     }
 
-    /// The primary serves it; the secondary's copy goes off-path, if there is room.
+    /// Green kept out of the read (counted): the primary serves it.
+    async fn without_green(
+        &self,
+        shaping: &Shaping<'_>,
+        skip: Skip,
+    ) -> Result<(Response<ProxyBody>, Resolved), ReadError> {
+        skip_green(self.route, &skip);
+        let primary = self.route.policy.primary;
+        self.serve(primary, shaping.own_body(primary).await?, None)
+            .await
+    }
+
+    /// The primary serves it; if there is room, the read goes to the mirror
+    /// task, which shapes the secondary's copy, sends it and compares.
     async fn shadow(
         &self,
         method: &'static str,
         kind: ReadKind,
         body: Bytes,
-        secondary_body: Bytes,
-        asked: crate::shadow::Asked,
+        client_bytes: usize,
+        read: impl FnOnce() -> ShadowRead,
     ) -> Result<(Response<ProxyBody>, Resolved), ReadError> {
         let primary = self.route.policy.primary;
-        let baseline_body = body.clone();
         let (resolved, request) = self.request(primary, body)?;
         let (answer, latency) = answer(&resolved.upstream, self.protocol, request).await?;
         crate::metrics::upstream_latency(self.protocol, Some(primary), latency);
         let shadows = &self.proxy.shadows;
         let route = &self.route.collection;
         if answer.succeeded(self.protocol)
-            && let Some(permit) = shadows.admit(route, secondary_body.len())
+            && let Some(permit) = shadows.admit(route, client_bytes)
         {
-            let baseline = crate::split::sampled(self.route.reads.baseline_basis_points)
-                .then(|| self.request(primary, baseline_body))
-                .transpose()?
-                .map(|(r, request)| (r.upstream, request));
-            let (secondary, copy) = self.request(primary.other(), secondary_body)?;
-            shadows.spawn(
-                permit,
-                crate::shadow::Mirror {
-                    route: route.clone(),
-                    protocol: self.protocol,
-                    method,
-                    kind,
-                    primary,
-                    primary_answer: answer.body().clone(),
-                    primary_latency: latency,
-                    asked,
-                },
-                crate::shadow::Copies {
-                    secondary: (secondary.upstream, copy),
-                    baseline,
-                },
-            );
+            let mirror = crate::shadow::Mirror {
+                route: route.clone(),
+                protocol: self.protocol,
+                method,
+                kind,
+                primary,
+                primary_answer: answer.body().clone(),
+                primary_latency: latency,
+            };
+            shadows.spawn(permit, mirror, read().copies());
         }
         Ok((answer.into_response(), resolved))
     }
@@ -448,6 +468,76 @@ impl Sides<'_> {
                 Ok((answer.into_response(), resolved))
             }
         }
+    }
+}
+
+/// A shadowed read as the mirror task gets it, to shape its copies from.
+struct ShadowRead {
+    proxy: Arc<Proxy>,
+    route: Arc<Route>,
+    protocol: Protocol,
+    kind: ReadKind,
+    parts: Parts,
+    /// As the client sent it, and decoded if its own path needed that.
+    body: Bytes,
+    request: Option<ReadRequest>,
+    /// What the primary was sent: sent again for the noise baseline.
+    primary_body: Bytes,
+}
+
+impl ShadowRead {
+    /// The secondary's copy (its text queries embedded, its raw vectors
+    /// checked against green's sizes) and, for a sampled share, the
+    /// primary's second; or why the secondary gets none.
+    async fn copies(self) -> Result<Copies, Uncompared> {
+        let ShadowRead {
+            proxy,
+            route,
+            protocol,
+            kind,
+            parts,
+            body,
+            request,
+            primary_body,
+        } = self;
+        let mut request = match request {
+            Some(request) => request,
+            None => ReadRequest::decode(protocol, kind, &body).map_err(|e| ("undecodable", e))?,
+        };
+        let texts = request.documents();
+        let shaping = Shaping {
+            proxy: &proxy,
+            route: &route,
+            request: Some(&request),
+            texts: &texts,
+            body: &body,
+        };
+        let primary = route.policy.primary;
+        let copy = match shaping.body_for(primary.other(), true, false).await {
+            Ok(copy) => copy,
+            Err(skip) => {
+                skip_green(&route, &skip);
+                return Err((skip.reason(), "green was kept out of this read".into()));
+            }
+        };
+        let sides = Sides {
+            proxy: &proxy,
+            route: &route,
+            protocol,
+            parts: &parts,
+        };
+        let unrenamable = |e: ReadError| ("unrenamable", e.to_string());
+        let (secondary, copy) = sides.request(primary.other(), copy).map_err(unrenamable)?;
+        let baseline = crate::split::sampled(route.reads.baseline_basis_points)
+            .then(|| sides.request(primary, primary_body))
+            .transpose()
+            .map_err(unrenamable)?
+            .map(|(resolved, request)| (resolved.upstream, request));
+        Ok(Copies {
+            secondary: (secondary.upstream, copy),
+            baseline,
+            asked: request,
+        })
     }
 }
 

@@ -6,7 +6,8 @@
 //! counted, never queued), requests over `max_body_bytes` are not mirrored,
 //! answers over `max_answer_bytes` are not compared. So a slow secondary
 //! costs at most `max_in_flight` × (request + both answers) of memory and
-//! nothing on the client's path but a copy of its request.
+//! nothing on the client's path but keeping the primary's answer to
+//! compare: the copies are made in the mirror task.
 //!
 //! For `baseline_percent` of mirrored reads the primary is asked a second
 //! time: its disagreement with itself is the noise floor (approximate
@@ -58,34 +59,23 @@ pub struct Mirror {
     pub primary: Side,
     pub primary_answer: Bytes,
     pub primary_latency: Duration,
-    pub asked: Asked,
-}
-
-/// What a mirrored read asked: described, shortened, only for a mismatch
-/// kept in the sample, off the client's path.
-pub struct Asked {
-    pub request: Option<ReadRequest>,
-    pub bytes: usize,
 }
 
 /// How long a request summary in the mismatch sample may be.
 const SUMMARY_CHARS: usize = 512;
 
-impl Asked {
-    fn summary(&self) -> String {
-        match &self.request {
-            Some(request) => summary(&request.describe(), SUMMARY_CHARS),
-            None => format!("{} bytes", self.bytes),
-        }
-    }
-}
-
-/// The copies a mirrored read sends.
+/// The copies a mirrored read sends, made in its task.
 pub struct Copies {
     pub secondary: (Arc<Upstream>, Request<ProxyBody>),
     /// The primary asked again, for the noise baseline.
     pub baseline: Option<(Arc<Upstream>, Request<ProxyBody>)>,
+    /// The read as the client asked it: described, shortened, only for a
+    /// mismatch kept in the sample.
+    pub asked: ReadRequest,
 }
+
+/// Why a mirrored read was not compared: a reason (its metric label) and what happened.
+pub type Uncompared = (&'static str, String);
 
 /// A mirrored read whose answers differ.
 #[derive(Debug, Clone, Serialize)]
@@ -214,8 +204,14 @@ impl Shadows {
         self.config.max_in_flight
     }
 
-    /// Sends the mirror off the client's path; the permit is held until it is compared.
-    pub fn spawn(self: &Arc<Self>, permit: OwnedSemaphorePermit, mirror: Mirror, copies: Copies) {
+    /// Makes the copies and sends them off the client's path; the permit
+    /// is held until they are compared.
+    pub fn spawn(
+        self: &Arc<Self>,
+        permit: OwnedSemaphorePermit,
+        mirror: Mirror,
+        copies: impl Future<Output = Result<Copies, Uncompared>> + Send + 'static,
+    ) {
         let shadows = self.clone();
         let span = tracing::info_span!("shadow", route = %mirror.route, side = mirror.primary.other().as_str());
         tokio::spawn(tracing::Instrument::instrument(
@@ -231,7 +227,7 @@ impl Shadows {
         ));
     }
 
-    async fn run(&self, mirror: Mirror, copies: Copies) {
+    async fn run(&self, mirror: Mirror, copies: impl Future<Output = Result<Copies, Uncompared>>) {
         let Mirror {
             route,
             protocol,
@@ -241,15 +237,23 @@ impl Shadows {
         } = &mirror;
         self.report(route, |r| r.mirrored += 1);
         crate::metrics::shadow_latency(route, *primary, mirror.primary_latency);
+        let Copies {
+            secondary,
+            baseline,
+            asked,
+        } = match copies.await {
+            Ok(copies) => copies,
+            Err((reason, err)) => return self.uncompared(route, reason, &err),
+        };
         let primary_ids = match crate::read_answer::ranked(*protocol, *kind, &mirror.primary_answer)
         {
             Ok(ids) => ids,
             Err(err) => return self.uncompared(route, "primary_unreadable", &err),
         };
         let (secondary, baseline) = tokio::join!(
-            self.ask(route, *protocol, *kind, primary.other(), copies.secondary),
+            self.ask(route, *protocol, *kind, primary.other(), secondary),
             async {
-                match copies.baseline {
+                match baseline {
                     Some(copy) => Some(self.ask(route, *protocol, *kind, *primary, copy).await),
                     None => None,
                 }
@@ -257,7 +261,7 @@ impl Shadows {
         );
         for (pair, other) in [(Pair::Sides, Some(secondary)), (Pair::Baseline, baseline)] {
             match other {
-                Some(Ok(ids)) => self.compare(&mirror, pair, &primary_ids, ids),
+                Some(Ok(ids)) => self.compare(&mirror, &asked, pair, &primary_ids, ids),
                 Some(Err((reason, err))) => self.uncompared(route, reason, &err),
                 None => {}
             }
@@ -272,7 +276,7 @@ impl Shadows {
         kind: ReadKind,
         side: Side,
         (upstream, request): (Arc<Upstream>, Request<ProxyBody>),
-    ) -> Result<Ranked, (&'static str, String)> {
+    ) -> Result<Ranked, Uncompared> {
         let (answer, latency) = crate::whole::answer_limited(
             &upstream,
             protocol,
@@ -294,7 +298,14 @@ impl Shadows {
         self.report(route, |r| *r.uncompared.entry(reason).or_default() += 1);
     }
 
-    fn compare(&self, mirror: &Mirror, pair: Pair, primary_ids: &Ranked, other_ids: Ranked) {
+    fn compare(
+        &self,
+        mirror: &Mirror,
+        asked: &ReadRequest,
+        pair: Pair,
+        primary_ids: &Ranked,
+        other_ids: Ranked,
+    ) {
         // A batch is compared entry by entry; the mismatch keeps them all.
         let agreements: Vec<Agreement> = primary_ids
             .iter()
@@ -327,7 +338,7 @@ impl Shadows {
             method: mirror.method,
             pair,
             primary: mirror.primary,
-            request: mirror.asked.summary(),
+            request: summary(&asked.describe(), SUMMARY_CHARS),
             primary_ids: primary_ids.clone(),
             other_ids,
             agreement: worst,

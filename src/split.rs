@@ -92,6 +92,11 @@ impl serde::Serialize for RoutingKey {
 }
 
 impl RoutingKey {
+    /// Whether the key is read in the decoded request.
+    pub fn reads_request(&self) -> bool {
+        matches!(self, RoutingKey::Payload(_))
+    }
+
     /// This read's key; `None` when it carries no such header or filter
     /// match (a payload key needs the decoded request).
     pub fn of<'a>(

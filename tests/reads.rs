@@ -2,14 +2,15 @@
 //! rankings differ on purpose: fusion against a hand-computed RRF, shadow
 //! comparisons and their mismatch sample, a slow green that a shadow must
 //! not pass on to the client, payload keys, the allow-list and the forced
-//! side, and a green that cannot take a query vector.
+//! side, a green that cannot take a query vector, and green's copy of a
+//! shadowed read shaped off the client's path.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::faulty::{Fault, Faulty};
-use common::standin::{StandIn, standin_vector};
+use common::standin::{SLOW, StandIn, standin_vector};
 use common::*;
 use qdrant_client::qdrant::points_client::PointsClient;
 use qdrant_client::qdrant::{self as pb};
@@ -39,6 +40,21 @@ async fn seed(blue: &TestUpstream, green: &TestUpstream) {
 
 fn route(reads: &str) -> String {
     format!("{DOCS_ROUTE}reads = {reads}\n")
+}
+
+/// A route named `name` over blue's `docs` and green's `docs_v2`, with
+/// `settings` (TOML lines): a test whose metrics must be its own names its
+/// route, since the metrics recorder is one per test process.
+fn named_route(name: &str, settings: &str) -> String {
+    format!(
+        r#"
+[[routes]]
+collection = "{name}"
+blue = {{ upstream = "blue", collection = "docs" }}
+green = {{ upstream = "green", collection = "docs_v2" }}
+{settings}
+"#
+    )
 }
 
 fn rrf(ranks: &[usize]) -> f64 {
@@ -112,16 +128,17 @@ fn side_of<T>(response: &tonic::Response<T>) -> String {
         .to_owned()
 }
 
-/// A gRPC search of `docs` for [1, 0] with payloads, through `points`.
+/// A gRPC search of `collection` for [1, 0] with payloads, through `points`.
 async fn grpc_search(
     points: &mut PointsClient<tonic::transport::Channel>,
+    collection: &str,
     limit: u64,
     offset: Option<u64>,
 ) -> tonic::Response<pb::SearchResponse> {
     #[allow(deprecated)]
     points
         .search(pb::SearchPoints {
-            collection_name: "docs".into(),
+            collection_name: collection.into(),
             vector: vec![1.0, 0.0],
             limit,
             offset,
@@ -203,7 +220,7 @@ async fn fuse_matches_a_hand_computed_rrf_on_both_protocols() {
     );
 
     let mut points = PointsClient::connect(proxy.grpc_url()).await.unwrap();
-    let response = grpc_search(&mut points, 3, Some(1)).await;
+    let response = grpc_search(&mut points, "docs", 3, Some(1)).await;
     assert_eq!(side_of(&response), "fused");
     assert_ranking(
         &grpc_points(&response.into_inner().result),
@@ -281,11 +298,12 @@ async fn fuse_matches_a_hand_computed_rrf_on_both_protocols() {
     blue.upstream.stop().await;
 }
 
-/// Polls the route's shadow report until `done` says it is complete.
-async fn shadow_report(admin: &str, done: impl Fn(&Value) -> bool) -> Value {
+/// Polls a route's shadow report until `done` says it is complete.
+async fn shadow_report(admin: &str, route: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
+    let path = format!("/routes/{route}/shadow");
     loop {
-        let (status, body) = admin_call(admin, Method::GET, "/routes/docs/shadow", None).await;
+        let (status, body) = admin_call(admin, Method::GET, &path, None).await;
         assert_eq!(status, 200, "{body}");
         if done(&body) {
             return body;
@@ -325,12 +343,12 @@ async fn shadow_serves_blue_and_reports_green_against_the_noise_baseline() {
     let got = ids(&rest_points(&body["result"]["points"]));
     assert_eq!(got, [1, 2, 3], "the client gets blue's answer, untouched");
     let mut points = PointsClient::connect(proxy.grpc_url()).await.unwrap();
-    let response = grpc_search(&mut points, 3, None).await;
+    let response = grpc_search(&mut points, "docs", 3, None).await;
     assert_eq!(side_of(&response), "blue");
     let got = ids(&grpc_points(&response.into_inner().result));
     assert_eq!(got, [1, 2, 3]);
 
-    let shadow = shadow_report(&proxy.admin_url(), |r| {
+    let shadow = shadow_report(&proxy.admin_url(), "docs", |r| {
         r["report"]["sides"]["compared"] == 2 && r["report"]["baseline"]["compared"] == 2
     })
     .await;
@@ -392,7 +410,10 @@ async fn a_slow_green_under_full_shadow_costs_the_client_nothing_and_stays_bound
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
         "{}\n[shadow]\nmax_in_flight = 4\n",
-        route(r#"{ mode = "shadow", green_percent = 100.0, baseline_percent = 0.0 }"#)
+        named_route(
+            "slow",
+            r#"reads = { mode = "shadow", green_percent = 100.0, baseline_percent = 0.0 }"#
+        )
     );
     let proxy = start_proxy(
         &proxy_config_urls(
@@ -417,7 +438,7 @@ async fn a_slow_green_under_full_shadow_costs_the_client_nothing_and_stays_bound
         if i % 2 == 0 {
             let response = http
                 .post(format!(
-                    "{}/collections/docs/points/query",
+                    "{}/collections/slow/points/query",
                     proxy.rest_url()
                 ))
                 .json(&json!({ "query": [1.0, 0.0], "limit": 3 }))
@@ -426,10 +447,10 @@ async fn a_slow_green_under_full_shadow_costs_the_client_nothing_and_stays_bound
                 .unwrap();
             assert!(response.status().is_success());
         } else {
-            grpc_search(&mut points, 3, None).await;
+            grpc_search(&mut points, "slow", 3, None).await;
         }
         latencies.push(started.elapsed());
-        let (_, shadow) = admin_call(&admin, Method::GET, "/routes/docs/shadow", None).await;
+        let (_, shadow) = admin_call(&admin, Method::GET, "/routes/slow/shadow", None).await;
         let in_flight = shadow["in_flight"].as_u64().unwrap();
         assert!(
             in_flight <= 4,
@@ -444,7 +465,7 @@ async fn a_slow_green_under_full_shadow_costs_the_client_nothing_and_stays_bound
         "clients waited for the slow green: median {median:?} against {slow:?}"
     );
     assert_eq!(most_in_flight, 4, "the bound was reached");
-    let shadow = shadow_report(&admin, |r| r["in_flight"] == 0).await;
+    let shadow = shadow_report(&admin, "slow", |r| r["in_flight"] == 0).await;
     let report = &shadow["report"];
     let dropped = report["dropped"]["full"].as_u64().unwrap();
     let mirrored = report["mirrored"].as_u64().unwrap();
@@ -457,7 +478,7 @@ async fn a_slow_green_under_full_shadow_costs_the_client_nothing_and_stays_bound
     assert_eq!(report["sides"]["compared"].as_u64().unwrap(), mirrored);
     assert_metrics_contain(
         &admin,
-        &[r#"cutover_shadow_dropped_total{route="docs",reason="full"}"#],
+        &[r#"cutover_shadow_dropped_total{route="slow",reason="full"}"#],
     )
     .await;
     proxy.running.stop().await;
@@ -591,13 +612,9 @@ async fn direct_ids(rest_url: &str, collection: &str, vector: Vec<f32>) -> Vec<u
     ids(&rest_points(&body["result"]["points"]))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn text_queries_are_embedded_per_side_and_raw_vectors_green_cannot_take_skip_it() {
-    let blue = start_upstream().await;
-    let green = start_upstream().await;
-    let standin = StandIn::start().await;
-    // Blue holds a 2-dimension model's vectors, green a 3-dimension one's.
-    for (upstream, collection, dim) in [(&blue, "docs", 2), (&green, "docs_v2", 3)] {
+/// Blue holds a 2-dimension model's vectors, green a 3-dimension one's.
+async fn seed_two_models(blue: &TestUpstream, green: &TestUpstream) {
+    for (upstream, collection, dim) in [(blue, "docs", 2), (green, "docs_v2", 3)] {
         let base = upstream.upstream.rest_url();
         create_collection(&base, collection, dim, "Dot").await;
         let points: Vec<Value> = (1..=6)
@@ -605,6 +622,14 @@ async fn text_queries_are_embedded_per_side_and_raw_vectors_green_cannot_take_sk
             .collect();
         upsert_points(&base, collection, points).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_queries_are_embedded_per_side_and_raw_vectors_green_cannot_take_skip_it() {
+    let blue = start_upstream().await;
+    let green = start_upstream().await;
+    let standin = StandIn::start().await;
+    seed_two_models(&blue, &green).await;
     let dir = tempfile::tempdir().unwrap();
     let url = format!("http://{}/v1/embeddings", standin.addr);
     let routes = format!(
@@ -684,11 +709,98 @@ reads = {{ mode = "fuse", green_percent = 100.0, blue_embedder = {{ url = "{url}
     let got = ids(&rest_points(&body["result"]["points"]));
     let blue_ranking = direct_ids(&blue.upstream.rest_url(), "docs", vec![1.0, 0.0]).await;
     assert_eq!(got, blue_ranking[1..3]);
-    let response = grpc_search(&mut points, 4, None).await;
+    let response = grpc_search(&mut points, "docs", 4, None).await;
     assert_eq!(side_of(&response), "blue");
     assert_metrics_contain(
         &proxy.admin_url(),
         &[r#"cutover_read_green_skipped_total{route="docs",reason="vector_size"} 2"#],
+    )
+    .await;
+    proxy.running.stop().await;
+    blue.upstream.stop().await;
+    green.upstream.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_shapes_greens_copy_in_its_mirror_task_not_on_the_clients_path() {
+    let blue = start_upstream().await;
+    let green = start_upstream().await;
+    let standin = StandIn::start().await;
+    seed_two_models(&blue, &green).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://{}/v1/embeddings", standin.addr);
+    // Green's model answers only after `SLOW`: its embedding is in flight
+    // long after the client has blue's answer.
+    let routes = named_route(
+        "catalog",
+        &format!(
+            r#"transform = {{ kind = "embed", url = "{url}", model = "slow-green-d3", text_field = "text" }}
+reads = {{ mode = "shadow", green_percent = 100.0, baseline_percent = 0.0, blue_embedder = {{ url = "{url}", model = "blue-d2" }} }}"#
+        ),
+    );
+    let proxy = start_proxy(
+        &proxy_config(&blue.upstream, &green.upstream, dir.path(), &routes),
+        dir.path(),
+    )
+    .await;
+    let rest = proxy.rest_url();
+    let admin = proxy.admin_url();
+
+    // A text query: blue answers with its own model's vector, and green's
+    // copy is still being embedded when the client has its answer.
+    let (side, status, body) = rest_post(
+        format!("{rest}/collections/catalog/points/query"),
+        json!({ "query": { "text": "red shoes", "model": "any" }, "limit": 4 }),
+        &[],
+    )
+    .await;
+    assert_eq!((side.as_str(), status), ("blue", 200), "{body}");
+    let blue_ids = direct_ids(
+        &blue.upstream.rest_url(),
+        "docs",
+        standin_vector("red shoes", 2),
+    )
+    .await;
+    assert_eq!(ids(&rest_points(&body["result"]["points"])), blue_ids);
+    for _ in 0..2 {
+        let (_, shadow) = admin_call(&admin, Method::GET, "/routes/catalog/shadow", None).await;
+        assert_eq!(
+            shadow["in_flight"], 1,
+            "green's copy is being made: {shadow}"
+        );
+        assert_eq!(shadow["report"]["sides"]["compared"], 0, "{shadow}");
+        tokio::time::sleep(SLOW / 4).await;
+    }
+    // Then green gets its 3-dimension vector (a wrong size would be an
+    // error answer, not compared) and the answers are compared.
+    let shadow = shadow_report(&admin, "catalog", |r| r["report"]["sides"]["compared"] == 1).await;
+    assert_eq!(shadow["report"]["uncompared"], json!({}), "{shadow}");
+    assert_eq!(shadow["in_flight"], 0);
+
+    // A raw 2-dimension vector, on both protocols: blue serves it, and
+    // green's copy, checked in the mirror task, is not sent.
+    let (side, status, body) = rest_post(
+        format!("{rest}/collections/catalog/points/query"),
+        json!({ "query": [1.0, 0.0], "limit": 3 }),
+        &[],
+    )
+    .await;
+    assert_eq!((side.as_str(), status), ("blue", 200), "{body}");
+    let mut points = PointsClient::connect(proxy.grpc_url()).await.unwrap();
+    let response = grpc_search(&mut points, "catalog", 3, None).await;
+    assert_eq!(side_of(&response), "blue");
+    let shadow = shadow_report(&admin, "catalog", |r| {
+        r["report"]["uncompared"]["vector_size"] == 2 && r["in_flight"] == 0
+    })
+    .await;
+    assert_eq!(shadow["report"]["mirrored"], 3, "{shadow}");
+    assert_eq!(shadow["report"]["sides"]["compared"], 1, "{shadow}");
+    assert_metrics_contain(
+        &admin,
+        &[
+            r#"cutover_read_green_skipped_total{route="catalog",reason="vector_size"} 2"#,
+            r#"cutover_shadow_uncompared_total{route="catalog",reason="vector_size"} 2"#,
+        ],
     )
     .await;
     proxy.running.stop().await;

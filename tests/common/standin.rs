@@ -24,6 +24,9 @@ pub fn standin_vector(text: &str, dim: usize) -> Vec<f32> {
     Rng::new(seed).vector(dim)
 }
 
+/// How long a model named `slow-...` takes to answer.
+pub const SLOW: std::time::Duration = std::time::Duration::from_millis(1600);
+
 /// A model named `...-dN` answers N dimensions; any other, `DEFAULT_DIM`.
 fn model_dim(model: &Value) -> usize {
     model
@@ -34,7 +37,8 @@ fn model_dim(model: &Value) -> usize {
 }
 
 /// A stand-in embedding service: `POST /v1/embeddings` (OpenAI) and
-/// `POST /embed` (TEI). While `down`, it answers 503.
+/// `POST /embed` (TEI). While `down`, it answers 503; a `slow-` model
+/// answers after `SLOW`.
 pub struct StandIn {
     pub addr: SocketAddr,
     pub down: Arc<AtomicBool>,
@@ -63,6 +67,12 @@ impl StandIn {
                                     &request.into_body().collect().await?.to_bytes(),
                                 )
                                 .unwrap_or(Value::Null);
+                                if body["model"]
+                                    .as_str()
+                                    .is_some_and(|m| m.starts_with("slow-"))
+                                {
+                                    tokio::time::sleep(SLOW).await;
+                                }
                                 let texts = |v: &Value| -> Vec<String> {
                                     v.as_array()
                                         .unwrap()
