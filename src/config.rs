@@ -295,6 +295,10 @@ pub struct ShadowConfig {
     pub mismatch_log: Option<PathBuf>,
     #[serde(default = "default_mismatch_log_max")]
     pub mismatch_log_max_bytes: u64,
+    /// The mirror thread's CPU priority, 0 (the process's own) to 19 (the
+    /// lowest: mirrored reads run only on CPU nothing else wants).
+    #[serde(default = "default_shadow_nice", deserialize_with = "nice_level")]
+    pub nice: i32,
 }
 
 impl Default for ShadowConfig {
@@ -314,6 +318,21 @@ fn default_shadow_answer() -> usize {
 }
 fn default_shadow_sample() -> usize {
     100
+}
+fn default_shadow_nice() -> i32 {
+    19
+}
+
+/// A `nice` a process may take without privilege: 0 to 19.
+fn nice_level<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i32, D::Error> {
+    let nice = i32::deserialize(deserializer)?;
+    if (0..=19).contains(&nice) {
+        Ok(nice)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "nice {nice} is out of range; fix: 0 (the process's own priority) to 19 (the lowest)"
+        )))
+    }
 }
 fn default_mismatch_log_max() -> u64 {
     256 * 1024 * 1024
@@ -789,6 +808,16 @@ blue"#,
             "admin_token_env = \"TOKEN\"\nsurprise = 1",
         ));
         assert!(message.contains("surprise"), "{message}");
+        let text = format!("{GOOD}\n[shadow]\nnice = -5\n");
+        let (line, message) = refused(&text);
+        assert_eq!(
+            line,
+            text.lines().position(|l| l == "nice = -5").unwrap() + 1
+        );
+        assert!(
+            message.contains("0 (the process's own priority) to 19"),
+            "{message}"
+        );
     }
 
     #[test]

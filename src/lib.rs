@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod background;
 pub mod config;
 pub mod embedded;
 pub mod embedder;

@@ -9,6 +9,10 @@
 //! nothing on the client's path but keeping the primary's answer to
 //! compare: the copies are made in the mirror task.
 //!
+//! Mirrored reads run on a thread of their own at a lower CPU priority
+//! (`[shadow] nice`, `background.rs`): where CPU is short the client's path
+//! runs first, and shadows wait, fill their bound and are dropped.
+//!
 //! For `baseline_percent` of mirrored reads the primary is asked a second
 //! time: its disagreement with itself is the noise floor (approximate
 //! search is not exact) beside which blue-vs-green disagreement is read.
@@ -24,6 +28,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::background::Background;
 use crate::config::ShadowConfig;
 use crate::ranking::{Agreement, agreement};
 use crate::read_answer::Ranked;
@@ -130,6 +135,8 @@ pub struct Report {
 
 pub struct Shadows {
     config: ShadowConfig,
+    /// Where mirrored reads run: off the client's path, at a lower CPU priority.
+    background: Background,
     permits: Arc<Semaphore>,
     reports: Mutex<BTreeMap<String, Report>>,
     sample: Mutex<VecDeque<Mismatch>>,
@@ -142,6 +149,7 @@ struct MismatchLog {
 }
 
 impl Shadows {
+    /// Starts the mirror thread: called from within the main runtime.
     pub fn new(config: ShadowConfig) -> Result<Shadows, String> {
         let log = match &config.mismatch_log {
             Some(path) => {
@@ -155,7 +163,10 @@ impl Shadows {
             }
             None => None,
         };
+        let background = Background::start("cutover-shadow", config.nice)
+            .map_err(|e| format!("cannot start the shadow thread: {e}"))?;
         Ok(Shadows {
+            background,
             permits: Arc::new(Semaphore::new(config.max_in_flight)),
             config,
             reports: Mutex::default(),
@@ -214,11 +225,8 @@ impl Shadows {
     ) {
         let shadows = self.clone();
         let span = tracing::info_span!("shadow", route = %mirror.route, side = mirror.primary.other().as_str());
-        tokio::spawn(tracing::Instrument::instrument(
+        self.background.spawn(tracing::Instrument::instrument(
             async move {
-                // Behind the tasks already woken, the one sending the client
-                // its answer among them: the mirror starts once it is on its way.
-                tokio::task::yield_now().await;
                 shadows.run(mirror, copies).await;
                 drop(permit);
                 shadows.in_flight_changed();
