@@ -23,7 +23,7 @@ use clap::Parser;
 
 use processes::{Endpoint, RouteSpec, Server};
 use report::{Report, TargetResult};
-use workload::{Client, LoadModel, Mix, Protocol, Run, Shape};
+use workload::{Client, LoadModel, Mix, Pairing, Protocol, Run, Shape};
 
 #[derive(Parser)]
 #[command(about = "Qdrant direct vs through cutover and peer proxies: latency and throughput")]
@@ -87,7 +87,9 @@ struct Args {
     #[arg(long)]
     dual: bool,
     /// Also measure the read modes against a second upstream as green:
-    /// shadow 100%, split 50% (random key) and fuse 100% (writes go to blue only).
+    /// shadow 100%, split 50% (random key) and fuse 100% (writes go to blue
+    /// only); and `direct + shadow`, the load generator reading from blue
+    /// and sending each read's copy to green itself, off the measured path.
     #[arg(long)]
     reads: bool,
     /// Pin every process (upstream, proxies, this one) to this CPU, so that
@@ -194,8 +196,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
             targets.insert(
                 2,
                 Target {
-                    also: Some(endpoint.clone()),
+                    also: Some((endpoint.clone(), Pairing::DualWrites)),
                     ..Target::direct("direct both", &blue)
+                },
+            );
+        }
+        if args.reads {
+            // What a shadow costs with no proxy: green's search, on the
+            // same machine, after each of blue's answers.
+            targets.insert(
+                2,
+                Target {
+                    also: Some((endpoint.clone(), Pairing::ShadowReads)),
+                    ..Target::direct("direct + shadow", &blue)
                 },
             );
         }
@@ -253,6 +266,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 rest: peer.rest_url.clone(),
                 also: None,
                 proxy_pid: Some(peer.pid()),
+                admin: None,
             });
             peer_processes.push(peer);
         }
@@ -294,9 +308,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 Protocol::Rest => rest.to_owned(),
             };
             let mut client = Client::new(*protocol, &url(&target.grpc, &target.rest))?;
-            if let Some(also) = &target.also {
+            if let Some((also, pairing)) = &target.also {
                 let second = Client::new(*protocol, &url(&also.grpc, &also.rest))?;
-                client = Client::Both(Box::new(client), Box::new(second));
+                client = Client::pair(client, second, *pairing);
             }
             let run = Run {
                 client: Arc::new(client),
@@ -339,6 +353,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
 
+    // What the shadows covered, as cutover itself counted it.
+    let mut shadows = Vec::new();
+    for target in &targets {
+        if let Some(report) = match &target.admin {
+            Some(admin) => processes::shadow_report(admin, &shape.collection).await?,
+            None => None,
+        } {
+            shadows.push((target.name.clone(), report));
+        }
+    }
     let report = Report {
         title: format!(
             "{} dims, top {}, {} points{}, mix {}",
@@ -362,6 +386,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             (None, _) => "processes not pinned: compare medians".to_owned(),
         },
         results: runs.into_iter().map(|(result, ..)| result).collect(),
+        shadows,
     };
     let table = report.markdown();
     println!("{table}");
@@ -406,10 +431,12 @@ struct Target {
     name: String,
     grpc: String,
     rest: String,
-    /// Writes go to this upstream too, sent by the load generator itself.
-    also: Option<Endpoint>,
+    /// A second upstream the load generator pairs with this one by itself.
+    also: Option<(Endpoint, Pairing)>,
     /// Whose CPU time is charged to the requests it passed.
     proxy_pid: Option<u32>,
+    /// A cutover's admin API, where its shadow report is read.
+    admin: Option<String>,
 }
 
 impl Target {
@@ -420,6 +447,7 @@ impl Target {
             rest: upstream.rest.clone(),
             also: None,
             proxy_pid: None,
+            admin: None,
         }
     }
 
@@ -430,6 +458,7 @@ impl Target {
             rest: cutover.address("REST")?,
             also: None,
             proxy_pid: Some(cutover.pid()),
+            admin: Some(cutover.address("admin")?),
         })
     }
 }

@@ -124,6 +124,8 @@ pub struct Report {
     /// Which processes were pinned to which CPU, in words.
     pub pinning: String,
     pub results: Vec<TargetResult>,
+    /// Each shadowing cutover's own report: (target, `GET /routes/NAME/shadow`).
+    pub shadows: Vec<(String, Value)>,
 }
 
 impl Report {
@@ -184,6 +186,19 @@ impl Report {
                 out.push_str(&format!(" {:.2} |\n", histogram.max() as f64 / 1000.0));
             }
         }
+        if !self.shadows.is_empty() {
+            out.push_str("\nShadow coverage, as cutover counted it (both protocols, warm-ups included):\n\n| target | mirrored | dropped | compared | not compared |\n|---|---|---|---|---|\n");
+            for (target, body) in &self.shadows {
+                let report = &body["report"];
+                out.push_str(&format!(
+                    "| {target} | {} | {} | {} | {} |\n",
+                    report["mirrored"],
+                    by_reason(&report["dropped"]),
+                    report["sides"]["compared"],
+                    by_reason(&report["uncompared"]),
+                ));
+            }
+        }
         out
     }
 
@@ -215,7 +230,33 @@ impl Report {
                 })
             })
             .collect();
-        json!({ "title": self.title, "load": self.load, "pinning": self.pinning, "results": rows })
+        let shadows: Vec<Value> = self
+            .shadows
+            .iter()
+            .map(|(target, report)| json!({ "target": target, "shadow": report }))
+            .collect();
+        json!({
+            "title": self.title,
+            "load": self.load,
+            "pinning": self.pinning,
+            "results": rows,
+            "shadow_reports": shadows,
+        })
+    }
+}
+
+/// Counts by reason, as `12 (full 10, too_large 2)`; `0` for none.
+fn by_reason(counts: &Value) -> String {
+    let total = crate::processes::total(counts);
+    let reasons: Vec<String> = counts
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(reason, n)| format!("{reason} {n}"))
+        .collect();
+    match reasons.is_empty() {
+        true => total.to_string(),
+        false => format!("{total} ({})", reasons.join(", ")),
     }
 }
 
@@ -229,6 +270,15 @@ mod tests {
             .round_throughput
             .insert(Op::Search, throughput.to_vec());
         result
+    }
+
+    #[test]
+    fn counts_are_shown_by_reason() {
+        assert_eq!(by_reason(&json!({})), "0");
+        assert_eq!(
+            by_reason(&json!({ "full": 10, "too_large": 2 })),
+            "12 (full 10, too_large 2)"
+        );
     }
 
     #[test]

@@ -87,6 +87,7 @@ impl Mix {
     }
 }
 
+#[derive(Clone)]
 pub struct Shape {
     pub collection: String,
     pub dim: usize,
@@ -147,12 +148,42 @@ pub enum Client {
         http: reqwest::Client,
         base: String,
     },
-    /// The application dual-writing by itself, no proxy: each write sent to
-    /// both, concurrently, answered when both have; reads from the first.
-    Both(Box<Client>, Box<Client>),
+    /// The application doing with a second upstream by itself, no proxy,
+    /// what cutover does for it.
+    Pair {
+        first: Box<Client>,
+        second: Arc<Client>,
+        pairing: Pairing,
+        /// Shadow copies in flight at once: past it none is sent (as cutover's default bound).
+        room: Arc<tokio::sync::Semaphore>,
+    },
 }
 
+/// What the application does with a second upstream by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pairing {
+    /// Each write sent to both, concurrently, answered when both have;
+    /// reads from the first.
+    DualWrites,
+    /// Each read answered by the first, then a copy sent to the second
+    /// without waiting (off the measured path); writes to the first only.
+    ShadowReads,
+}
+
+/// Shadow copies a `Pairing::ShadowReads` client has in flight at most.
+const SHADOWS_IN_FLIGHT: usize = 64;
+
 impl Client {
+    /// `first` with the application pairing `second` to it by itself.
+    pub fn pair(first: Client, second: Client, pairing: Pairing) -> Client {
+        Client::Pair {
+            first: Box::new(first),
+            second: Arc::new(second),
+            pairing,
+            room: Arc::new(tokio::sync::Semaphore::new(SHADOWS_IN_FLIGHT)),
+        }
+    }
+
     pub fn new(protocol: Protocol, url: &str) -> anyhow::Result<Client> {
         Ok(match protocol {
             // The embedded upstream reports Qdrant 1.18; the version check would only print.
@@ -170,14 +201,44 @@ impl Client {
 
     /// One request: the `n`th of its kind decides its vector, ids and filter.
     async fn run(&self, op: Op, n: u64, shape: &Shape, queries: &[Vec<f32>]) -> anyhow::Result<()> {
-        if let Client::Both(first, second) = self {
-            let first = Box::pin(first.run(op, n, shape, queries));
-            if !op.writes() {
-                return first.await;
+        let Client::Pair {
+            first,
+            second,
+            pairing,
+            room,
+        } = self
+        else {
+            return self.send(op, n, shape, queries).await;
+        };
+        let answered = first.send(op, n, shape, queries);
+        match pairing {
+            Pairing::DualWrites if op.writes() => {
+                tokio::try_join!(answered, second.send(op, n, shape, queries)).map(|_| ())
             }
-            let second = Box::pin(second.run(op, n, shape, queries));
-            return tokio::try_join!(first, second).map(|_| ());
+            Pairing::ShadowReads if !op.writes() => {
+                answered.await?;
+                if let Ok(permit) = room.clone().try_acquire_owned() {
+                    let (second, shape) = (second.clone(), shape.clone());
+                    let query = [queries[n as usize % queries.len()].clone()];
+                    tokio::spawn(async move {
+                        let _ = second.send(op, n, &shape, &query).await;
+                        drop(permit);
+                    });
+                }
+                Ok(())
+            }
+            _ => answered.await,
         }
+    }
+
+    /// One request to one upstream.
+    async fn send(
+        &self,
+        op: Op,
+        n: u64,
+        shape: &Shape,
+        queries: &[Vec<f32>],
+    ) -> anyhow::Result<()> {
         let query = &queries[n as usize % queries.len()];
         let filter_json = shape
             .group(n)
@@ -307,7 +368,7 @@ impl Client {
                 response.bytes().await?;
                 Ok(())
             }
-            Client::Both(..) => unreachable!("answered above"),
+            Client::Pair { .. } => bail!("a pair sends through its two clients"),
         }
     }
 }
