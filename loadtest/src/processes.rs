@@ -244,6 +244,26 @@ green = {{ upstream = "green", collection = "{collection}" }}
     Ok(path)
 }
 
+/// A cutover's shadow report for `route`, from its admin API: `None` when
+/// the route mirrors nothing (no route, or not in shadow mode).
+pub async fn shadow_report(admin: &str, route: &str) -> anyhow::Result<Option<Value>> {
+    let response = reqwest::get(format!("{admin}/routes/{route}/shadow")).await?;
+    if response.status() == reqwest::StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    let body: Value = response.error_for_status()?.json().await?;
+    let report = &body["report"];
+    let seen = report["mirrored"].as_u64().unwrap_or(0) + total(&report["dropped"]);
+    Ok((seen > 0).then_some(body))
+}
+
+/// The sum of a JSON object's counts (`{"full": 3, "too_large": 1}`: 4).
+pub fn total(counts: &Value) -> u64 {
+    counts
+        .as_object()
+        .map_or(0, |counts| counts.values().filter_map(Value::as_u64).sum())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,24 +327,4 @@ mod tests {
         });
         assert!(gone, "worker {worker} outlived its server");
     }
-}
-
-/// A cutover's shadow report for `route`, from its admin API: `None` when
-/// the route mirrors nothing (no route, or not in shadow mode).
-pub async fn shadow_report(admin: &str, route: &str) -> anyhow::Result<Option<Value>> {
-    let response = reqwest::get(format!("{admin}/routes/{route}/shadow")).await?;
-    if response.status() == reqwest::StatusCode::NOT_FOUND {
-        return Ok(None);
-    }
-    let body: Value = response.error_for_status()?.json().await?;
-    let report = &body["report"];
-    let seen = report["mirrored"].as_u64().unwrap_or(0) + total(&report["dropped"]);
-    Ok((seen > 0).then_some(body))
-}
-
-/// The sum of a JSON object's counts (`{"full": 3, "too_large": 1}`: 4).
-pub fn total(counts: &Value) -> u64 {
-    counts
-        .as_object()
-        .map_or(0, |counts| counts.values().filter_map(Value::as_u64).sum())
 }
