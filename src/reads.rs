@@ -117,13 +117,7 @@ pub async fn serve(
     match decision {
         ReadDecision::Serve { side, fallback } => {
             match shaping.body_for(side, side != primary, false).await {
-                Ok(first) => {
-                    let fallback = match fallback {
-                        true => Some(shaping.own_body(Side::Blue).await?),
-                        false => None,
-                    };
-                    sides.serve(side, first, fallback).await
-                }
+                Ok(first) => sides.serve(side, first, fallback.then_some(&shaping)).await,
                 // A split read green cannot take: blue serves it.
                 Err(skip) if side != primary => sides.without_green(&shaping, skip).await,
                 Err(skip) => Err(embedding_failed(side)(skip)),
@@ -333,12 +327,13 @@ impl Sides<'_> {
         Ok((answer, resolved))
     }
 
-    /// One side serves it; with a `fallback` body, blue serves it if that side fails.
+    /// One side serves it; with a `fallback`, blue serves it if that side
+    /// fails (blue's copy shaped only then: its text embedded, say).
     async fn serve(
         &self,
         side: Side,
         body: Bytes,
-        fallback: Option<Bytes>,
+        fallback: Option<&Shaping<'_>>,
     ) -> Result<(Response<ProxyBody>, Resolved), ReadError> {
         let Some(fallback) = fallback else {
             let (resolved, request) = self.request(side, body)?;
@@ -357,7 +352,8 @@ impl Sides<'_> {
             Err(err) => tracing::warn!(%route, %err, "read failed on green; blue serves it"),
         }
         crate::metrics::read_fallback(self.protocol.as_str(), route);
-        Box::pin(self.serve(Side::Blue, fallback, None)).await
+        let body = fallback.own_body(Side::Blue).await?;
+        Box::pin(self.serve(Side::Blue, body, None)).await
     }
 
     /// Green kept out of the read (counted): the primary serves it.

@@ -2,8 +2,9 @@
 //! rankings differ on purpose: fusion against a hand-computed RRF, shadow
 //! comparisons and their mismatch sample, a slow green that a shadow must
 //! not pass on to the client, payload keys, the allow-list and the forced
-//! side, a green that cannot take a query vector, and green's copy of a
-//! shadowed read shaped off the client's path.
+//! side, a green that cannot take a query vector, green's copy of a
+//! shadowed read shaped off the client's path, and blue's copy of a split
+//! read shaped only when blue must serve it.
 
 mod common;
 
@@ -806,4 +807,62 @@ reads = {{ mode = "shadow", green_percent = 100.0, baseline_percent = 0.0, blue_
     proxy.running.stop().await;
     blue.upstream.stop().await;
     green.upstream.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_read_embeds_for_blue_only_when_blue_must_serve_it() {
+    let blue = start_upstream().await;
+    let green = start_upstream().await;
+    let standin = StandIn::start().await;
+    seed_two_models(&blue, &green).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://{}/v1/embeddings", standin.addr);
+    let routes = named_route(
+        "articles",
+        &format!(
+            r#"transform = {{ kind = "embed", url = "{url}", model = "green-d3", text_field = "text" }}
+reads = {{ mode = "split", green_percent = 100.0, key = "random", blue_embedder = {{ url = "{url}", model = "blue-d2" }} }}"#
+        ),
+    );
+    let proxy = start_proxy(
+        &proxy_config(&blue.upstream, &green.upstream, dir.path(), &routes),
+        dir.path(),
+    )
+    .await;
+    let query = || {
+        rest_post(
+            format!("{}/collections/articles/points/query", proxy.rest_url()),
+            json!({ "query": { "text": "red shoes", "model": "any" }, "limit": 4 }),
+            &[],
+        )
+    };
+    let vector = |dim| standin_vector("red shoes", dim);
+    let blue_ids = direct_ids(&blue.upstream.rest_url(), "docs", vector(2)).await;
+    let green_ids = direct_ids(&green.upstream.rest_url(), "docs_v2", vector(3)).await;
+
+    // Green serves it with its own model's vector; blue's model is not asked.
+    let (side, status, body) = query().await;
+    assert_eq!((side.as_str(), status), ("green", 200), "{body}");
+    assert_eq!(ids(&rest_points(&body["result"]["points"])), green_ids);
+    assert_eq!(
+        (standin.calls("green-d3"), standin.calls("blue-d2")),
+        (1, 0)
+    );
+
+    // Green down: blue serves it, its text embedded by blue's model then.
+    green.upstream.stop().await;
+    let (side, status, body) = query().await;
+    assert_eq!((side.as_str(), status), ("blue", 200), "{body}");
+    assert_eq!(ids(&rest_points(&body["result"]["points"])), blue_ids);
+    assert_eq!(
+        (standin.calls("green-d3"), standin.calls("blue-d2")),
+        (2, 1)
+    );
+    assert_metrics_contain(
+        &proxy.admin_url(),
+        &[r#"cutover_read_fallbacks_total{protocol="rest",route="articles"} 1"#],
+    )
+    .await;
+    proxy.running.stop().await;
+    blue.upstream.stop().await;
 }

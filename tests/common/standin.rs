@@ -3,9 +3,10 @@
 //! `POST /embed` shapes with deterministic vectors seeded by the text, not
 //! a model's.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -42,6 +43,8 @@ fn model_dim(model: &Value) -> usize {
 pub struct StandIn {
     pub addr: SocketAddr,
     pub down: Arc<AtomicBool>,
+    /// Requests answered, by model.
+    calls: Arc<Mutex<BTreeMap<String, u64>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -51,28 +54,31 @@ impl StandIn {
         let addr = listener.local_addr().unwrap();
         let down = Arc::new(AtomicBool::new(false));
         let flag = down.clone();
+        let calls = Arc::new(Mutex::new(BTreeMap::new()));
+        let counts = calls.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
                 let down = flag.clone();
+                let counts = counts.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(
                         move |request: hyper::Request<hyper::body::Incoming>| {
                             let down = down.load(Ordering::SeqCst);
+                            let counts = counts.clone();
                             async move {
                                 let path = request.uri().path().to_owned();
                                 let body: Value = serde_json::from_slice(
                                     &request.into_body().collect().await?.to_bytes(),
                                 )
                                 .unwrap_or(Value::Null);
-                                if body["model"]
-                                    .as_str()
-                                    .is_some_and(|m| m.starts_with("slow-"))
-                                {
+                                let model = body["model"].as_str().unwrap_or_default().to_owned();
+                                if model.starts_with("slow-") {
                                     tokio::time::sleep(SLOW).await;
                                 }
+                                *counts.lock().unwrap().entry(model).or_default() += 1;
                                 let texts = |v: &Value| -> Vec<String> {
                                     v.as_array()
                                         .unwrap()
@@ -118,7 +124,17 @@ impl StandIn {
                 });
             }
         });
-        StandIn { addr, down, task }
+        StandIn {
+            addr,
+            down,
+            calls,
+            task,
+        }
+    }
+
+    /// How many requests for `model` it has answered.
+    pub fn calls(&self, model: &str) -> u64 {
+        self.calls.lock().unwrap().get(model).copied().unwrap_or(0)
     }
 }
 
