@@ -516,6 +516,12 @@ impl ShadowRead {
                 return Err((skip.reason(), "green was kept out of this read".into()));
             }
         };
+        // Admitted by the client's request size; a copy its embedding grew is held to the same bound.
+        let most = proxy.shadows.max_body_bytes();
+        if copy.len() > most {
+            let message = format!("the secondary's copy is {} bytes, over {most}", copy.len());
+            return Err(("too_large", message));
+        }
         let sides = Sides {
             proxy: &proxy,
             route: &route,

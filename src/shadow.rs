@@ -215,6 +215,11 @@ impl Shadows {
         self.config.max_in_flight
     }
 
+    /// The largest request (or secondary's copy of one) mirrored.
+    pub fn max_body_bytes(&self) -> usize {
+        self.config.max_body_bytes
+    }
+
     /// Makes the copies and sends them off the client's path; the permit
     /// is held until they are compared.
     pub fn spawn(

@@ -866,3 +866,50 @@ reads = {{ mode = "split", green_percent = 100.0, key = "random", blue_embedder 
     proxy.running.stop().await;
     blue.upstream.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_copy_its_embedding_grew_past_the_body_bound_is_not_sent() {
+    let blue = start_upstream().await;
+    let green = start_upstream().await;
+    let standin = StandIn::start().await;
+    seed_two_models(&blue, &green).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://{}/v1/embeddings", standin.addr);
+    // The client's text query is under the bound; green's 30-number vector is not.
+    let routes = named_route(
+        "grown",
+        &format!(
+            r#"transform = {{ kind = "embed", url = "{url}", model = "green-d30", text_field = "text" }}
+reads = {{ mode = "shadow", green_percent = 100.0, baseline_percent = 0.0, blue_embedder = {{ url = "{url}", model = "blue-d2" }} }}
+
+[shadow]
+max_body_bytes = 200"#
+        ),
+    );
+    let proxy = start_proxy(
+        &proxy_config(&blue.upstream, &green.upstream, dir.path(), &routes),
+        dir.path(),
+    )
+    .await;
+    let (side, status, body) = rest_post(
+        format!("{}/collections/grown/points/query", proxy.rest_url()),
+        json!({ "query": { "text": "red shoes", "model": "any" }, "limit": 4 }),
+        &[],
+    )
+    .await;
+    assert_eq!((side.as_str(), status), ("blue", 200), "{body}");
+    let shadow = shadow_report(&proxy.admin_url(), "grown", |r| {
+        r["report"]["uncompared"]["too_large"] == 1
+    })
+    .await;
+    assert_eq!(shadow["report"]["mirrored"], 1, "{shadow}");
+    assert_eq!(shadow["report"]["sides"]["compared"], 0, "{shadow}");
+    assert_eq!(
+        standin.calls("green-d30"),
+        1,
+        "embedded, then found too large"
+    );
+    proxy.running.stop().await;
+    blue.upstream.stop().await;
+    green.upstream.stop().await;
+}
