@@ -43,6 +43,9 @@ fn route(reads: &str) -> String {
     format!("{DOCS_ROUTE}reads = {reads}\n")
 }
 
+/// Every read shadowed, with no noise baseline (a `reads` table's fields).
+const SHADOW_ALL: &str = r#"mode = "shadow", green_percent = 100.0, baseline_percent = 0.0"#;
+
 /// A route named `name` over blue's `docs` and green's `docs_v2`, with
 /// `settings` (TOML lines): a test whose metrics must be its own names its
 /// route, since the metrics recorder is one per test process.
@@ -613,9 +616,24 @@ async fn direct_ids(rest_url: &str, collection: &str, vector: Vec<f32>) -> Vec<u
     ids(&rest_points(&body["result"]["points"]))
 }
 
-/// Blue holds a 2-dimension model's vectors, green a 3-dimension one's.
-async fn seed_two_models(blue: &TestUpstream, green: &TestUpstream) {
-    for (upstream, collection, dim) in [(blue, "docs", 2), (green, "docs_v2", 3)] {
+/// Two models: blue holds a 2-dimension model's vectors in `docs`, green a
+/// 3-dimension one's in `docs_v2`; a stand-in embedding service; cutover
+/// with route `name` over them, green's side embedded with `green_model`,
+/// blue's queries with `blue-d2`, its reads `{ reads, blue_embedder }`,
+/// then `more` (TOML).
+struct TwoModels {
+    blue: TestUpstream,
+    green: TestUpstream,
+    standin: StandIn,
+    proxy: TestProxy,
+    _dir: tempfile::TempDir,
+}
+
+async fn two_models(name: &str, green_model: &str, reads: &str, more: &str) -> TwoModels {
+    let blue = start_upstream().await;
+    let green = start_upstream().await;
+    let standin = StandIn::start().await;
+    for (upstream, collection, dim) in [(&blue, "docs", 2), (&green, "docs_v2", 3)] {
         let base = upstream.upstream.rest_url();
         create_collection(&base, collection, dim, "Dot").await;
         let points: Vec<Value> = (1..=6)
@@ -623,24 +641,43 @@ async fn seed_two_models(blue: &TestUpstream, green: &TestUpstream) {
             .collect();
         upsert_points(&base, collection, points).await;
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn text_queries_are_embedded_per_side_and_raw_vectors_green_cannot_take_skip_it() {
-    let blue = start_upstream().await;
-    let green = start_upstream().await;
-    let standin = StandIn::start().await;
-    seed_two_models(&blue, &green).await;
     let dir = tempfile::tempdir().unwrap();
     let url = format!("http://{}/v1/embeddings", standin.addr);
-    let routes = format!(
-        r#"{DOCS_ROUTE}transform = {{ kind = "embed", url = "{url}", model = "green-d3", text_field = "text" }}
-reads = {{ mode = "fuse", green_percent = 100.0, blue_embedder = {{ url = "{url}", model = "blue-d2" }} }}
-"#
+    let routes = named_route(
+        name,
+        &format!(
+            r#"transform = {{ kind = "embed", url = "{url}", model = "{green_model}", text_field = "text" }}
+reads = {{ {reads}, blue_embedder = {{ url = "{url}", model = "blue-d2" }} }}
+{more}"#
+        ),
     );
     let proxy = start_proxy(
         &proxy_config(&blue.upstream, &green.upstream, dir.path(), &routes),
         dir.path(),
+    )
+    .await;
+    TwoModels {
+        blue,
+        green,
+        standin,
+        proxy,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_queries_are_embedded_per_side_and_raw_vectors_green_cannot_take_skip_it() {
+    let TwoModels {
+        blue,
+        green,
+        standin: _standin,
+        proxy,
+        _dir,
+    } = two_models(
+        "docs",
+        "green-d3",
+        r#"mode = "fuse", green_percent = 100.0"#,
+        "",
     )
     .await;
     let rest = proxy.rest_url();
@@ -724,26 +761,15 @@ reads = {{ mode = "fuse", green_percent = 100.0, blue_embedder = {{ url = "{url}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shadow_shapes_greens_copy_in_its_mirror_task_not_on_the_clients_path() {
-    let blue = start_upstream().await;
-    let green = start_upstream().await;
-    let standin = StandIn::start().await;
-    seed_two_models(&blue, &green).await;
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("http://{}/v1/embeddings", standin.addr);
     // Green's model answers only after `SLOW`: its embedding is in flight
     // long after the client has blue's answer.
-    let routes = named_route(
-        "catalog",
-        &format!(
-            r#"transform = {{ kind = "embed", url = "{url}", model = "slow-green-d3", text_field = "text" }}
-reads = {{ mode = "shadow", green_percent = 100.0, baseline_percent = 0.0, blue_embedder = {{ url = "{url}", model = "blue-d2" }} }}"#
-        ),
-    );
-    let proxy = start_proxy(
-        &proxy_config(&blue.upstream, &green.upstream, dir.path(), &routes),
-        dir.path(),
-    )
-    .await;
+    let TwoModels {
+        blue,
+        green,
+        standin: _standin,
+        proxy,
+        _dir,
+    } = two_models("catalog", "slow-green-d3", SHADOW_ALL, "").await;
     let rest = proxy.rest_url();
     let admin = proxy.admin_url();
 
@@ -811,22 +837,17 @@ reads = {{ mode = "shadow", green_percent = 100.0, baseline_percent = 0.0, blue_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_split_read_embeds_for_blue_only_when_blue_must_serve_it() {
-    let blue = start_upstream().await;
-    let green = start_upstream().await;
-    let standin = StandIn::start().await;
-    seed_two_models(&blue, &green).await;
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("http://{}/v1/embeddings", standin.addr);
-    let routes = named_route(
+    let TwoModels {
+        blue,
+        green,
+        standin,
+        proxy,
+        _dir,
+    } = two_models(
         "articles",
-        &format!(
-            r#"transform = {{ kind = "embed", url = "{url}", model = "green-d3", text_field = "text" }}
-reads = {{ mode = "split", green_percent = 100.0, key = "random", blue_embedder = {{ url = "{url}", model = "blue-d2" }} }}"#
-        ),
-    );
-    let proxy = start_proxy(
-        &proxy_config(&blue.upstream, &green.upstream, dir.path(), &routes),
-        dir.path(),
+        "green-d3",
+        r#"mode = "split", green_percent = 100.0, key = "random""#,
+        "",
     )
     .await;
     let query = || {
@@ -869,26 +890,18 @@ reads = {{ mode = "split", green_percent = 100.0, key = "random", blue_embedder 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shadow_copy_its_embedding_grew_past_the_body_bound_is_not_sent() {
-    let blue = start_upstream().await;
-    let green = start_upstream().await;
-    let standin = StandIn::start().await;
-    seed_two_models(&blue, &green).await;
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("http://{}/v1/embeddings", standin.addr);
     // The client's text query is under the bound; green's 30-number vector is not.
-    let routes = named_route(
+    let TwoModels {
+        blue,
+        green,
+        standin,
+        proxy,
+        _dir,
+    } = two_models(
         "grown",
-        &format!(
-            r#"transform = {{ kind = "embed", url = "{url}", model = "green-d30", text_field = "text" }}
-reads = {{ mode = "shadow", green_percent = 100.0, baseline_percent = 0.0, blue_embedder = {{ url = "{url}", model = "blue-d2" }} }}
-
-[shadow]
-max_body_bytes = 200"#
-        ),
-    );
-    let proxy = start_proxy(
-        &proxy_config(&blue.upstream, &green.upstream, dir.path(), &routes),
-        dir.path(),
+        "green-d30",
+        SHADOW_ALL,
+        "[shadow]\nmax_body_bytes = 200",
     )
     .await;
     let (side, status, body) = rest_post(
