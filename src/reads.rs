@@ -126,7 +126,6 @@ pub async fn serve(
         ReadDecision::Shadow => {
             let kind = kind.expect("a shadowed read has a kind");
             let first = shaping.own_body(primary).await?;
-            let primary_body = first.clone();
             // Made only if the shadow is admitted, for the mirror task:
             // green's copy is shaped there, off the client's path.
             let read = || ShadowRead {
@@ -137,9 +136,9 @@ pub async fn serve(
                 parts: parts.clone(),
                 body: body.clone(),
                 request: request.clone(),
-                primary_body: primary_body.clone(),
+                primary_body: first.clone(),
             };
-            sides.shadow(label, kind, first, body.len(), read).await
+            sides.shadow(label, kind, first.clone(), body.len(), read).await
         }
         ReadDecision::Fuse => {
             // Each side is asked for the whole page from offset 0.

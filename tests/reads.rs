@@ -629,6 +629,14 @@ struct TwoModels {
     _dir: tempfile::TempDir,
 }
 
+impl TwoModels {
+    async fn stop(self) {
+        self.proxy.running.stop().await;
+        self.blue.upstream.stop().await;
+        self.green.upstream.stop().await;
+    }
+}
+
 async fn two_models(name: &str, green_model: &str, reads: &str, more: &str) -> TwoModels {
     let blue = start_upstream().await;
     let green = start_upstream().await;
@@ -667,19 +675,16 @@ reads = {{ {reads}, blue_embedder = {{ url = "{url}", model = "blue-d2" }} }}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_queries_are_embedded_per_side_and_raw_vectors_green_cannot_take_skip_it() {
-    let TwoModels {
-        blue,
-        green,
-        standin: _standin,
-        proxy,
-        _dir,
-    } = two_models(
+    let models = two_models(
         "docs",
         "green-d3",
         r#"mode = "fuse", green_percent = 100.0"#,
         "",
     )
     .await;
+    let TwoModels {
+        blue, green, proxy, ..
+    } = &models;
     let rest = proxy.rest_url();
 
     // A text query: each side gets its own model's vector; both rank; fused.
@@ -754,22 +759,15 @@ async fn text_queries_are_embedded_per_side_and_raw_vectors_green_cannot_take_sk
         &[r#"cutover_read_green_skipped_total{route="docs",reason="vector_size"} 2"#],
     )
     .await;
-    proxy.running.stop().await;
-    blue.upstream.stop().await;
-    green.upstream.stop().await;
+    models.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shadow_shapes_greens_copy_in_its_mirror_task_not_on_the_clients_path() {
     // Green's model answers only after `SLOW`: its embedding is in flight
     // long after the client has blue's answer.
-    let TwoModels {
-        blue,
-        green,
-        standin: _standin,
-        proxy,
-        _dir,
-    } = two_models("catalog", "slow-green-d3", SHADOW_ALL, "").await;
+    let models = two_models("catalog", "slow-green-d3", SHADOW_ALL, "").await;
+    let TwoModels { blue, proxy, .. } = &models;
     let rest = proxy.rest_url();
     let admin = proxy.admin_url();
 
@@ -830,9 +828,7 @@ async fn a_shadow_shapes_greens_copy_in_its_mirror_task_not_on_the_clients_path(
         ],
     )
     .await;
-    proxy.running.stop().await;
-    blue.upstream.stop().await;
-    green.upstream.stop().await;
+    models.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -891,19 +887,14 @@ async fn a_split_read_embeds_for_blue_only_when_blue_must_serve_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shadow_copy_its_embedding_grew_past_the_body_bound_is_not_sent() {
     // The client's text query is under the bound; green's 30-number vector is not.
-    let TwoModels {
-        blue,
-        green,
-        standin,
-        proxy,
-        _dir,
-    } = two_models(
+    let models = two_models(
         "grown",
         "green-d30",
         SHADOW_ALL,
         "[shadow]\nmax_body_bytes = 200",
     )
     .await;
+    let TwoModels { standin, proxy, .. } = &models;
     let (side, status, body) = rest_post(
         format!("{}/collections/grown/points/query", proxy.rest_url()),
         json!({ "query": { "text": "red shoes", "model": "any" }, "limit": 4 }),
@@ -922,7 +913,5 @@ async fn a_shadow_copy_its_embedding_grew_past_the_body_bound_is_not_sent() {
         1,
         "embedded, then found too large"
     );
-    proxy.running.stop().await;
-    blue.upstream.stop().await;
-    green.upstream.stop().await;
+    models.stop().await;
 }
