@@ -138,7 +138,9 @@ pub async fn serve(
                 request: request.clone(),
                 primary_body: first.clone(),
             };
-            sides.shadow(label, kind, first.clone(), body.len(), read).await
+            sides
+                .shadow(label, kind, first.clone(), body.len(), read)
+                .await
         }
         ReadDecision::Fuse => {
             // Each side is asked for the whole page from offset 0.
