@@ -346,6 +346,12 @@ async fn shadow_serves_blue_and_reports_green_against_the_noise_baseline() {
     assert_eq!((side.as_str(), status), ("blue", 200));
     let got = ids(&rest_points(&body["result"]["points"]));
     assert_eq!(got, [1, 2, 3], "the client gets blue's answer, untouched");
+    // Mirrors finish after the client's answer, in any order: let the first
+    // be compared before the second is sent, so the log's order is known.
+    shadow_report(&proxy.admin_url(), "docs", |r| {
+        r["report"]["sides"]["compared"] == 1 && r["report"]["baseline"]["compared"] == 1
+    })
+    .await;
     let mut points = PointsClient::connect(proxy.grpc_url()).await.unwrap();
     let response = grpc_search(&mut points, "docs", 3, None).await;
     assert_eq!(side_of(&response), "blue");
