@@ -12,6 +12,7 @@ mod peers;
 mod plot;
 mod processes;
 mod report;
+mod verdicts;
 mod workload;
 
 use std::path::PathBuf;
@@ -180,8 +181,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let passthrough = start_cutover("passthrough", None)?;
     let mut targets = vec![
-        Target::direct("direct", &blue),
-        Target::proxy("cutover passthrough", &passthrough)?,
+        Target::direct(verdicts::DIRECT, &blue),
+        Target::proxy(verdicts::PASSTHROUGH, &passthrough)?,
     ];
     servers.push(passthrough);
     // Dual writes and read modes: a second upstream as green, and cutover
@@ -190,14 +191,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if args.dual || args.reads {
         let (server, endpoint) = start_embedded("green")?;
         servers.push(server);
-        targets.insert(1, Target::direct("direct green", &endpoint));
+        targets.insert(1, Target::direct(verdicts::DIRECT_GREEN, &endpoint));
         if args.dual {
             // What a dual write costs with no proxy: the slower of two round trips.
             targets.insert(
                 2,
                 Target {
                     also: Some((endpoint.clone(), Pairing::DualWrites)),
-                    ..Target::direct("direct both", &blue)
+                    ..Target::direct(verdicts::DIRECT_BOTH, &blue)
                 },
             );
         }
@@ -208,19 +209,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 2,
                 Target {
                     also: Some((endpoint.clone(), Pairing::ShadowReads)),
-                    ..Target::direct("direct + shadow", &blue)
+                    ..Target::direct(verdicts::DIRECT_SHADOW, &blue)
                 },
             );
         }
         let mut scenarios = Vec::new();
         if args.dual {
-            scenarios.push(("dual", "cutover dual", r#"writes = "dual""#));
+            scenarios.push(("dual", verdicts::DUAL, r#"writes = "dual""#));
         }
         if args.reads {
             scenarios.extend([
                 (
                     "shadow",
-                    "cutover shadow 100%",
+                    verdicts::SHADOW,
                     r#"reads = { mode = "shadow", green_percent = 100.0 }"#,
                 ),
                 (
@@ -386,6 +387,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             (None, _) => "processes not pinned: compare medians".to_owned(),
         },
         results: runs.into_iter().map(|(result, ..)| result).collect(),
+        closed_loop: matches!(model, LoadModel::Closed { .. }),
         shadows,
     };
     let table = report.markdown();

@@ -136,7 +136,7 @@ http {{
     wait_listening(grpc, &mut child, "nginx")?;
     wait_listening(rest, &mut child, "nginx")?;
     Ok(Some(Peer {
-        name: "nginx",
+        name: crate::verdicts::NGINX,
         child,
         grpc_url: format!("http://127.0.0.1:{grpc}"),
         rest_url: format!("http://127.0.0.1:{rest}"),

@@ -7,6 +7,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
+use crate::verdicts;
 use crate::workload::{Measured, Op, Protocol};
 
 pub const QUANTILES: [(&str, f64); 4] =
@@ -84,7 +85,7 @@ impl TargetResult {
         self.errors.values().sum()
     }
 
-    fn throughput(&self, op: Op) -> f64 {
+    pub fn throughput(&self, op: Op) -> f64 {
         self.latency_us.get(&op).map_or(0, |h| h.len()) as f64
             / self.elapsed.as_secs_f64().max(f64::EPSILON)
     }
@@ -123,6 +124,9 @@ pub struct Report {
     pub load: String,
     /// Which processes were pinned to which CPU, in words.
     pub pinning: String,
+    /// A closed loop's throughput is the targets' to show; an open loop's
+    /// is the rate it was given.
+    pub closed_loop: bool,
     pub results: Vec<TargetResult>,
     /// Each shadowing cutover's own report: (target, `GET /routes/NAME/shadow`).
     pub shadows: Vec<(String, Value)>,
@@ -132,7 +136,7 @@ impl Report {
     fn direct(&self, protocol: Protocol) -> Option<&TargetResult> {
         self.results
             .iter()
-            .find(|r| r.protocol == protocol && r.target == "direct")
+            .find(|r| r.protocol == protocol && r.target == verdicts::DIRECT)
     }
 
     pub fn markdown(&self) -> String {
@@ -199,7 +203,12 @@ impl Report {
                 ));
             }
         }
+        out.push_str(&verdicts::markdown(&self.verdicts()));
         out
+    }
+
+    fn verdicts(&self) -> Vec<verdicts::Verdict> {
+        verdicts::judge(&self.results, self.closed_loop)
     }
 
     pub fn json(&self) -> Value {
@@ -241,6 +250,7 @@ impl Report {
             "pinning": self.pinning,
             "results": rows,
             "shadow_reports": shadows,
+            "goals": verdicts::json(&self.verdicts()),
         })
     }
 }

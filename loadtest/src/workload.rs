@@ -24,7 +24,7 @@ pub enum Op {
 }
 
 impl Op {
-    fn writes(self) -> bool {
+    pub fn writes(self) -> bool {
         matches!(self, Op::Upsert | Op::SetPayload)
     }
 

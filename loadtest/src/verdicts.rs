@@ -1,0 +1,257 @@
+//! The goals cutover must reach (issue #6), judged on one run's figures:
+//! each goal the run can speak to, met or missed, with the figures it was
+//! judged on. A goal whose targets were not measured (no nginx, no dual
+//! writes, an open loop's fixed throughput) is left out, not guessed.
+
+use serde_json::{Value, json};
+
+use crate::report::TargetResult;
+use crate::workload::{Op, Protocol};
+
+/// The measured targets' names, as the table shows them.
+pub const DIRECT: &str = "direct";
+pub const DIRECT_GREEN: &str = "direct green";
+pub const DIRECT_BOTH: &str = "direct both";
+pub const DIRECT_SHADOW: &str = "direct + shadow";
+pub const PASSTHROUGH: &str = "cutover passthrough";
+pub const DUAL: &str = "cutover dual";
+pub const SHADOW: &str = "cutover shadow 100%";
+pub const NGINX: &str = "nginx";
+
+/// One goal judged on one protocol and operation.
+#[derive(Debug)]
+pub struct Verdict {
+    pub goal: &'static str,
+    pub protocol: Protocol,
+    pub op: Op,
+    pub asked: String,
+    pub got: String,
+    pub met: bool,
+}
+
+/// Every goal this run's `results` can speak to. Throughput is judged
+/// only under a closed loop: an open loop's is the rate it was given.
+pub fn judge(results: &[TargetResult], closed_loop: bool) -> Vec<Verdict> {
+    let mut out = Vec::new();
+    for protocol in [Protocol::Grpc, Protocol::Rest] {
+        let find = |name: &str| {
+            results
+                .iter()
+                .find(|r| r.protocol == protocol && r.target == name)
+        };
+        let Some(direct) = find(DIRECT) else { continue };
+        for &op in direct.latency_us.keys() {
+            let p50 = |r: &TargetResult| r.quantile_ms(op, 0.5);
+            let p99 = |r: &TargetResult| r.quantile_ms(op, 0.99);
+            let mut verdict = |goal, asked: String, got: String, met| {
+                out.push(Verdict {
+                    goal,
+                    protocol,
+                    op,
+                    asked,
+                    got,
+                    met,
+                })
+            };
+            if let Some(pass) = find(PASSTHROUGH) {
+                if closed_loop {
+                    let ratio = shown(pass.throughput(op) / direct.throughput(op), 3);
+                    verdict(
+                        "passthrough throughput",
+                        "at least x0.95 direct's".into(),
+                        format!("x{ratio:.3}"),
+                        ratio >= 0.95,
+                    );
+                }
+                let ratio = shown(p99(pass) / p99(direct), 3);
+                verdict(
+                    "passthrough p99",
+                    "at most x1.10 direct's".into(),
+                    format!("x{ratio:.3}"),
+                    ratio <= 1.10,
+                );
+                if let Some(nginx) = find(NGINX) {
+                    let ours = shown(p50(pass) - p50(direct), 2);
+                    let theirs = shown(p50(nginx) - p50(direct), 2);
+                    verdict(
+                        "latency a hop adds (p50)",
+                        format!("no more than nginx's, {theirs:+.2} ms"),
+                        format!("{ours:+.2} ms"),
+                        ours <= theirs,
+                    );
+                }
+            }
+            if let (true, Some(dual), Some(green)) = (op.writes(), find(DUAL), find(DIRECT_GREEN)) {
+                let slower = p50(direct).max(p50(green));
+                let ratio = shown(p50(dual) / slower, 3);
+                let own = find(DIRECT_BOTH).map_or(String::new(), |both| {
+                    let own = p50(both) / slower;
+                    format!("; the application's own dual write, no proxy: x{own:.3}")
+                });
+                verdict(
+                    "dual-write p50",
+                    format!("at most x1.10 the slower side alone ({slower:.2} ms)"),
+                    format!("x{ratio:.3} ({:.2} ms){own}", p50(dual)),
+                    ratio <= 1.10,
+                );
+            }
+            if let (false, Some(shadow), Some(pass)) =
+                (op.writes(), find(SHADOW), find(PASSTHROUGH))
+            {
+                let ratio = shown(p99(shadow) / p99(pass), 3);
+                let own = find(DIRECT_SHADOW).map_or(String::new(), |app| {
+                    let own = p99(app) / p99(direct);
+                    format!("; the application's own shadow, no proxy, moves direct's: x{own:.3}")
+                });
+                verdict(
+                    "shadow 100%: the client's p99",
+                    "at most x1.05 passthrough's".into(),
+                    format!("x{ratio:.3}{own}"),
+                    ratio <= 1.05,
+                );
+            }
+        }
+    }
+    out
+}
+
+/// `x` rounded to the `decimals` the verdict shows, so that what is judged
+/// is what the reader sees (x0.9496 is shown, and judged, as x0.950).
+fn shown(x: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (x * scale).round() / scale
+}
+
+/// The verdicts as a Markdown table; empty for none.
+pub fn markdown(verdicts: &[Verdict]) -> String {
+    if verdicts.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "\nAgainst cutover's goals, on this run's figures:\n\n| goal | protocol | operation | asked | this run | |\n|---|---|---|---|---|---|\n",
+    );
+    for v in verdicts {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            v.goal,
+            v.protocol.name(),
+            v.op.name(),
+            v.asked,
+            v.got,
+            if v.met { "met" } else { "missed" }
+        ));
+    }
+    out
+}
+
+pub fn json(verdicts: &[Verdict]) -> Value {
+    verdicts
+        .iter()
+        .map(|v| {
+            json!({
+                "goal": v.goal,
+                "protocol": v.protocol.name(),
+                "operation": v.op.name(),
+                "asked": v.asked,
+                "this_run": v.got,
+                "met": v.met,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use hdrhistogram::Histogram;
+
+    use super::*;
+    use crate::workload::Measured;
+
+    /// A target that answered `op` in `ms` milliseconds, every request but
+    /// its slowest percent, `tail_ms`; `count` requests in one second.
+    fn target(name: &str, op: Op, count: u64, ms: f64, tail_ms: f64) -> TargetResult {
+        let mut histogram = Histogram::new_with_bounds(1, 60_000_000, 3).unwrap();
+        let tail = count / 50;
+        histogram
+            .record_n((ms * 1000.0) as u64, count - tail)
+            .unwrap();
+        histogram.record_n((tail_ms * 1000.0) as u64, tail).unwrap();
+        let mut result = TargetResult::new(name, Protocol::Grpc);
+        result.add(Measured {
+            latency_us: BTreeMap::from([(op, histogram)]),
+            errors: BTreeMap::new(),
+            first_error: None,
+            elapsed: Duration::from_secs(1),
+        });
+        result
+    }
+
+    fn judged<'a>(verdicts: &'a [Verdict], goal: &str) -> &'a Verdict {
+        verdicts
+            .iter()
+            .find(|v| v.goal == goal)
+            .unwrap_or_else(|| panic!("no verdict on {goal}: {verdicts:?}"))
+    }
+
+    #[test]
+    fn passthrough_is_judged_on_throughput_tail_and_nginxs_hop() {
+        let results = [
+            target(DIRECT, Op::Search, 1000, 1.0, 10.0),
+            target(PASSTHROUGH, Op::Search, 960, 1.2, 10.5),
+            target(NGINX, Op::Search, 930, 1.1, 12.0),
+        ];
+        let verdicts = judge(&results, true);
+        assert_eq!(verdicts.len(), 3, "{verdicts:?}");
+        let throughput = judged(&verdicts, "passthrough throughput");
+        assert!(throughput.met);
+        assert_eq!(throughput.got, "x0.960");
+        let tail = judged(&verdicts, "passthrough p99");
+        assert!(tail.met, "x1.05 of direct's p99: {tail:?}");
+        // Our hop adds 0.2 ms, nginx's 0.1 ms: missed, though our
+        // throughput and tail beat nginx's.
+        let hop = judged(&verdicts, "latency a hop adds (p50)");
+        assert!(!hop.met);
+        assert_eq!(
+            (hop.asked.as_str(), hop.got.as_str()),
+            ("no more than nginx's, +0.10 ms", "+0.20 ms")
+        );
+
+        // An open loop's throughput is its rate: not judged.
+        let open = judge(&results, false);
+        assert!(open.iter().all(|v| v.goal != "passthrough throughput"));
+        // Without nginx in the run, no hop verdict.
+        let alone = judge(&results[..2], true);
+        assert!(alone.iter().all(|v| !v.goal.starts_with("latency")));
+    }
+
+    #[test]
+    fn a_dual_write_is_judged_against_the_slower_side_and_a_shadow_against_passthrough() {
+        let results = [
+            target(DIRECT, Op::Upsert, 100, 0.9, 5.0),
+            target(DIRECT_GREEN, Op::Upsert, 100, 1.0, 5.0),
+            target(DIRECT_BOTH, Op::Upsert, 100, 1.1, 5.0),
+            target(DUAL, Op::Upsert, 100, 1.2, 5.0),
+        ];
+        let verdicts = judge(&results, false);
+        let dual = judged(&verdicts, "dual-write p50");
+        // Green is the slower side: 1.2 / 1.0.
+        assert_eq!(dual.asked, "at most x1.10 the slower side alone (1.00 ms)");
+        assert!(dual.got.starts_with("x1.200 (1.20 ms)"), "{}", dual.got);
+        assert!(dual.got.ends_with("no proxy: x1.100"), "{}", dual.got);
+        assert!(!dual.met);
+
+        let reads = [
+            target(DIRECT, Op::Search, 100, 1.0, 4.0),
+            target(PASSTHROUGH, Op::Search, 100, 1.1, 4.0),
+            target(SHADOW, Op::Search, 100, 1.1, 4.1),
+        ];
+        let verdicts = judge(&reads, false);
+        let shadow = judged(&verdicts, "shadow 100%: the client's p99");
+        assert!(shadow.met, "x1.025 of passthrough's p99: {shadow:?}");
+        // A read in a dual-write run is no dual write.
+        assert!(verdicts.iter().all(|v| v.goal != "dual-write p50"));
+    }
+}
