@@ -174,11 +174,11 @@ pub fn read_decision(route: &str, mode: &'static str, decision: &'static str) {
     .increment(1);
 }
 
-/// A read green was meant to see but did not, and why: `vector_size` (a
-/// raw query vector that does not fit green's collection) or `embedding`
-/// (green's text query could not be embedded).
-pub fn read_green_skipped(route: &str, reason: &'static str) {
-    counter!("cutover_read_green_skipped_total", "route" => route.to_owned(), "reason" => reason)
+/// A read the secondary side was meant to see but did not, and why:
+/// `vector_size` (a raw query vector that does not fit green's collection)
+/// or `embedding` (the side's text query could not be embedded).
+pub fn read_skipped(route: &str, side: &'static str, reason: &'static str) {
+    counter!("cutover_read_skipped_total", "route" => route.to_owned(), "side" => side, "reason" => reason)
         .increment(1);
 }
 

@@ -118,8 +118,8 @@ pub async fn serve(
         ReadDecision::Serve { side, fallback } => {
             match shaping.body_for(side, side != primary, false).await {
                 Ok(first) => sides.serve(side, first, fallback.then_some(&shaping)).await,
-                // A split read green cannot take: blue serves it.
-                Err(skip) if side != primary => sides.without_green(&shaping, skip).await,
+                // A split read the secondary cannot take: the primary serves it.
+                Err(skip) if side != primary => sides.without_secondary(&shaping, skip).await,
                 Err(skip) => Err(embedding_failed(side)(skip)),
             }
         }
@@ -154,7 +154,7 @@ pub async fn serve(
                     let windows = request.clone().expect("a fused read was decoded").widen();
                     sides.fuse(kind, first, other, &windows).await
                 }
-                Err(skip) => sides.without_green(&shaping, skip).await,
+                Err(skip) => sides.without_secondary(&shaping, skip).await,
             }
         }
     }
@@ -219,11 +219,13 @@ fn forced_side(headers: &HeaderMap, allowed: bool) -> Result<Option<Side>, ReadE
     }
 }
 
-fn skip_green(route: &Route, skip: &Skip) {
+/// The secondary kept out of a read (counted): its copy could not be made.
+fn skip_secondary(route: &Route, skip: &Skip) {
+    let side = route.policy.primary.other().as_str();
     if let Skip::Embedding(err) = skip {
-        tracing::warn!(route = %route.collection, %err, "green's query text could not be embedded; green skips this read");
+        tracing::warn!(route = %route.collection, side, %err, "the secondary's query text could not be embedded; it skips this read");
     }
-    crate::metrics::read_green_skipped(&route.collection, skip.reason());
+    crate::metrics::read_skipped(&route.collection, side, skip.reason());
 }
 
 fn embedding_failed(side: Side) -> impl Fn(Skip) -> ReadError {
@@ -357,13 +359,13 @@ impl Sides<'_> {
         Box::pin(self.serve(Side::Blue, body, None)).await
     }
 
-    /// Green kept out of the read (counted): the primary serves it.
-    async fn without_green(
+    /// The secondary kept out of the read (counted): the primary serves it.
+    async fn without_secondary(
         &self,
         shaping: &Shaping<'_>,
         skip: Skip,
     ) -> Result<(Response<ProxyBody>, Resolved), ReadError> {
-        skip_green(self.route, &skip);
+        skip_secondary(self.route, &skip);
         let primary = self.route.policy.primary;
         self.serve(primary, shaping.own_body(primary).await?, None)
             .await
@@ -513,8 +515,11 @@ impl ShadowRead {
         let copy = match shaping.body_for(primary.other(), true, false).await {
             Ok(copy) => copy,
             Err(skip) => {
-                skip_green(&route, &skip);
-                return Err((skip.reason(), "green was kept out of this read".into()));
+                skip_secondary(&route, &skip);
+                return Err((
+                    skip.reason(),
+                    "the secondary's copy could not be made".into(),
+                ));
             }
         };
         // Admitted by the client's request size; a copy its embedding grew is held to the same bound.

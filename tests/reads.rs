@@ -632,7 +632,7 @@ struct TwoModels {
     green: TestUpstream,
     standin: StandIn,
     proxy: TestProxy,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl TwoModels {
@@ -675,7 +675,7 @@ reads = {{ {reads}, blue_embedder = {{ url = "{url}", model = "blue-d2" }} }}
         green,
         standin,
         proxy,
-        _dir: dir,
+        dir,
     }
 }
 
@@ -762,7 +762,7 @@ async fn text_queries_are_embedded_per_side_and_raw_vectors_green_cannot_take_sk
     assert_eq!(side_of(&response), "blue");
     assert_metrics_contain(
         &proxy.admin_url(),
-        &[r#"cutover_read_green_skipped_total{route="docs",reason="vector_size"} 2"#],
+        &[r#"cutover_read_skipped_total{route="docs",side="green",reason="vector_size"} 2"#],
     )
     .await;
     models.stop().await;
@@ -829,7 +829,7 @@ async fn a_shadow_shapes_greens_copy_in_its_mirror_task_not_on_the_clients_path(
     assert_metrics_contain(
         &admin,
         &[
-            r#"cutover_read_green_skipped_total{route="catalog",reason="vector_size"} 2"#,
+            r#"cutover_read_skipped_total{route="catalog",side="green",reason="vector_size"} 2"#,
             r#"cutover_shadow_uncompared_total{route="catalog",reason="vector_size"} 2"#,
         ],
     )
@@ -844,7 +844,7 @@ async fn a_split_read_embeds_for_blue_only_when_blue_must_serve_it() {
         green,
         standin,
         proxy,
-        _dir,
+        dir: _dir,
     } = two_models(
         "articles",
         "green-d3",
@@ -919,5 +919,67 @@ async fn a_shadow_copy_its_embedding_grew_past_the_body_bound_is_not_sent() {
         1,
         "embedded, then found too large"
     );
+    models.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn where_green_is_primary_a_text_query_blue_cannot_embed_keeps_blue_out() {
+    // Green primary: blue is the side whose copy is shaped second.
+    let models = two_models("flipped", "green-d3", SHADOW_ALL, r#"primary = "green""#).await;
+    let TwoModels { standin, proxy, .. } = &models;
+    standin.fail("blue-d2");
+    let query = json!({ "query": { "text": "red shoes", "model": "any" }, "limit": 4 });
+    let (side, status, body) = rest_post(
+        format!("{}/collections/flipped/points/query", proxy.rest_url()),
+        query.clone(),
+        &[],
+    )
+    .await;
+    assert_eq!((side.as_str(), status), ("green", 200), "{body}");
+    let shadow = shadow_report(&proxy.admin_url(), "flipped", |r| {
+        r["report"]["uncompared"]["embedding"] == 1
+    })
+    .await;
+    assert_eq!(shadow["report"]["sides"]["compared"], 0, "{shadow}");
+    // Asked for, and retried (the default: twice) before blue was kept out.
+    assert_eq!(standin.calls("blue-d2"), 3);
+    assert_metrics_contain(
+        &proxy.admin_url(),
+        &[r#"cutover_read_skipped_total{route="flipped",side="blue",reason="embedding"} 1"#],
+    )
+    .await;
+
+    // Fused: blue cannot take its part, so green, the primary, serves the
+    // read alone, counted against blue.
+    let routes = named_route(
+        "flipped",
+        &format!(
+            r#"primary = "green"
+transform = {{ kind = "embed", url = "http://{addr}/v1/embeddings", model = "green-d3", text_field = "text" }}
+reads = {{ mode = "fuse", green_percent = 100.0, blue_embedder = {{ url = "http://{addr}/v1/embeddings", model = "blue-d2" }} }}"#,
+            addr = standin.addr
+        ),
+    );
+    let config = proxy_config(
+        &models.blue.upstream,
+        &models.green.upstream,
+        models.dir.path(),
+        &routes,
+    );
+    std::fs::write(&proxy.config_path, config).unwrap();
+    let (status, body) = admin_call(&proxy.admin_url(), Method::POST, "/reload", None).await;
+    assert_eq!(status, 200, "{body}");
+    let (side, status, body) = rest_post(
+        format!("{}/collections/flipped/points/query", proxy.rest_url()),
+        query,
+        &[],
+    )
+    .await;
+    assert_eq!((side.as_str(), status), ("green", 200), "{body}");
+    assert_metrics_contain(
+        &proxy.admin_url(),
+        &[r#"cutover_read_skipped_total{route="flipped",side="blue",reason="embedding"} 2"#],
+    )
+    .await;
     models.stop().await;
 }

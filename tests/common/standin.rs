@@ -3,7 +3,7 @@
 //! `POST /embed` shapes with deterministic vectors seeded by the text, not
 //! a model's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,12 +39,13 @@ fn model_dim(model: &Value) -> usize {
 
 /// A stand-in embedding service: `POST /v1/embeddings` (OpenAI) and
 /// `POST /embed` (TEI). While `down`, it answers 503; a `slow-` model
-/// answers after `SLOW`.
+/// answers after `SLOW`; a model told to [`StandIn::fail`] answers 500.
 pub struct StandIn {
     pub addr: SocketAddr,
     pub down: Arc<AtomicBool>,
     /// Requests answered, by model.
     calls: Arc<Mutex<BTreeMap<String, u64>>>,
+    failing: Arc<Mutex<BTreeSet<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -56,6 +57,8 @@ impl StandIn {
         let flag = down.clone();
         let calls = Arc::new(Mutex::new(BTreeMap::new()));
         let counts = calls.clone();
+        let failing = Arc::new(Mutex::new(BTreeSet::new()));
+        let broken = failing.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -63,11 +66,13 @@ impl StandIn {
                 };
                 let down = flag.clone();
                 let counts = counts.clone();
+                let broken = broken.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(
                         move |request: hyper::Request<hyper::body::Incoming>| {
                             let down = down.load(Ordering::SeqCst);
                             let counts = counts.clone();
+                            let broken = broken.clone();
                             async move {
                                 let path = request.uri().path().to_owned();
                                 let body: Value = serde_json::from_slice(
@@ -78,6 +83,7 @@ impl StandIn {
                                 if model.starts_with("slow-") {
                                     tokio::time::sleep(SLOW).await;
                                 }
+                                let fails = broken.lock().unwrap().contains(&model);
                                 *counts.lock().unwrap().entry(model).or_default() += 1;
                                 let texts = |v: &Value| -> Vec<String> {
                                     v.as_array()
@@ -88,6 +94,7 @@ impl StandIn {
                                 };
                                 let (status, answer) = match (down, path.as_str()) {
                                     (true, _) => (503, json!({ "error": "stand-in is down" })),
+                                    _ if fails => (500, json!({ "error": "this model fails" })),
                                     (false, "/v1/embeddings") => (
                                         200,
                                         json!({
@@ -128,8 +135,14 @@ impl StandIn {
             addr,
             down,
             calls,
+            failing,
             task,
         }
+    }
+
+    /// From now on, requests for `model` are answered 500.
+    pub fn fail(&self, model: &str) {
+        self.failing.lock().unwrap().insert(model.to_owned());
     }
 
     /// How many requests for `model` it has answered.
