@@ -245,13 +245,15 @@ mod tests {
 
         let reads = [
             target(DIRECT, Op::Search, 100, 1.0, 4.0),
+            target(DIRECT_GREEN, Op::Search, 100, 1.0, 4.0),
             target(PASSTHROUGH, Op::Search, 100, 1.1, 4.0),
+            target(DUAL, Op::Search, 100, 1.5, 4.0),
             target(SHADOW, Op::Search, 100, 1.1, 4.1),
         ];
         let verdicts = judge(&reads, false);
         let shadow = judged(&verdicts, "shadow 100%: the client's p99");
         assert!(shadow.met, "x1.025 of passthrough's p99: {shadow:?}");
-        // A read in a dual-write run is no dual write.
+        // A read through a dual-writing cutover is no dual write.
         assert!(verdicts.iter().all(|v| v.goal != "dual-write p50"));
     }
 }
