@@ -636,6 +636,20 @@ struct TwoModels {
 }
 
 impl TwoModels {
+    /// The same upstreams and stand-in under `routes`, reloaded.
+    async fn reload(&self, routes: &str) {
+        let config = proxy_config(
+            &self.blue.upstream,
+            &self.green.upstream,
+            self.dir.path(),
+            routes,
+        );
+        std::fs::write(&self.proxy.config_path, config).unwrap();
+        let (status, body) =
+            admin_call(&self.proxy.admin_url(), Method::POST, "/reload", None).await;
+        assert_eq!(status, 200, "{body}");
+    }
+
     async fn stop(self) {
         self.proxy.running.stop().await;
         self.blue.upstream.stop().await;
@@ -656,15 +670,7 @@ async fn two_models(name: &str, green_model: &str, reads: &str, more: &str) -> T
         upsert_points(&base, collection, points).await;
     }
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("http://{}/v1/embeddings", standin.addr);
-    let routes = named_route(
-        name,
-        &format!(
-            r#"transform = {{ kind = "embed", url = "{url}", model = "{green_model}", text_field = "text" }}
-reads = {{ {reads}, blue_embedder = {{ url = "{url}", model = "blue-d2" }} }}
-{more}"#
-        ),
-    );
+    let routes = models_route(&standin, name, green_model, reads, more);
     let proxy = start_proxy(
         &proxy_config(&blue.upstream, &green.upstream, dir.path(), &routes),
         dir.path(),
@@ -677,6 +683,25 @@ reads = {{ {reads}, blue_embedder = {{ url = "{url}", model = "blue-d2" }} }}
         proxy,
         dir,
     }
+}
+
+/// Route `name` as [`two_models`] describes it.
+fn models_route(
+    standin: &StandIn,
+    name: &str,
+    green_model: &str,
+    reads: &str,
+    more: &str,
+) -> String {
+    let url = format!("http://{}/v1/embeddings", standin.addr);
+    named_route(
+        name,
+        &format!(
+            r#"transform = {{ kind = "embed", url = "{url}", model = "{green_model}", text_field = "text" }}
+reads = {{ {reads}, blue_embedder = {{ url = "{url}", model = "blue-d2" }} }}
+{more}"#
+        ),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -951,24 +976,13 @@ async fn where_green_is_primary_a_text_query_blue_cannot_embed_keeps_blue_out() 
 
     // Fused: blue cannot take its part, so green, the primary, serves the
     // read alone, counted against blue.
-    let routes = named_route(
-        "flipped",
-        &format!(
-            r#"primary = "green"
-transform = {{ kind = "embed", url = "http://{addr}/v1/embeddings", model = "green-d3", text_field = "text" }}
-reads = {{ mode = "fuse", green_percent = 100.0, blue_embedder = {{ url = "http://{addr}/v1/embeddings", model = "blue-d2" }} }}"#,
-            addr = standin.addr
-        ),
-    );
-    let config = proxy_config(
-        &models.blue.upstream,
-        &models.green.upstream,
-        models.dir.path(),
-        &routes,
-    );
-    std::fs::write(&proxy.config_path, config).unwrap();
-    let (status, body) = admin_call(&proxy.admin_url(), Method::POST, "/reload", None).await;
-    assert_eq!(status, 200, "{body}");
+    let fused = r#"mode = "fuse", green_percent = 100.0"#;
+    let flipped = r#"primary = "green""#;
+    models
+        .reload(&models_route(
+            standin, "flipped", "green-d3", fused, flipped,
+        ))
+        .await;
     let (side, status, body) = rest_post(
         format!("{}/collections/flipped/points/query", proxy.rest_url()),
         query,
