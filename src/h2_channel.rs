@@ -25,7 +25,8 @@ use hyper_util::rt::TokioIo;
 use tower_service::Service;
 
 use crate::upstream::{
-    BoxError, H2_CONNECTION_WINDOW, H2_STREAM_WINDOW, ProxyBody, read_with_trailers,
+    BoxError, H2_CONNECTION_WINDOW, H2_STREAM_WINDOW, Protocol, ProxyBody, path_and_query,
+    read_with_trailers,
 };
 
 /// The connection to one upstream's gRPC endpoint.
@@ -57,7 +58,8 @@ impl H2Channel {
     /// body still streaming. A request the upstream surely did not act on
     /// (see [`Failed::untaken`]) is sent once more, on a new connection.
     pub async fn send(&self, request: Request<ProxyBody>) -> Result<Response<ProxyBody>, BoxError> {
-        let (head, body) = request.into_parts();
+        let (mut head, body) = request.into_parts();
+        head.uri = self.absolute(&head.uri);
         let (data, trailers) = read_with_trailers(body, usize::MAX).await?;
         let mut retried = false;
         loop {
@@ -79,10 +81,18 @@ impl H2Channel {
                 return Err(err.error.into());
             };
             tracing::debug!(err = %err.error, reason, "the upstream did not take the request; sending it again");
-            crate::metrics::upstream_retry(&self.name, reason);
+            crate::metrics::upstream_retry(Protocol::Grpc, &self.name, reason);
             self.forget(connection).await;
             retried = true;
         }
+    }
+
+    /// `uri`'s path and query on this upstream: HTTP/2 sends `:scheme` and
+    /// `:authority`, the upstream's.
+    fn absolute(&self, uri: &Uri) -> Uri {
+        let mut parts = self.uri.clone().into_parts();
+        parts.path_and_query = Some(path_and_query(uri));
+        Uri::from_parts(parts).expect("a valid URI with a new path")
     }
 
     /// The open connection's handle and number, connecting first if there is none.
@@ -93,10 +103,10 @@ impl H2Channel {
         }
         // Boxed: connecting is rare, and its future is large; every call's
         // future would carry it.
-        let sender = Box::pin(self.connect())
-            .await
-            .inspect_err(|_| crate::metrics::upstream_connection(&self.name, "failed"))?;
-        crate::metrics::upstream_connection(&self.name, "opened");
+        let sender = Box::pin(self.connect()).await.inspect_err(|_| {
+            crate::metrics::upstream_connection(Protocol::Grpc, &self.name, "failed")
+        })?;
+        crate::metrics::upstream_connection(Protocol::Grpc, &self.name, "opened");
         let number = self.connections.fetch_add(1, Ordering::Relaxed);
         *current = Some((number, sender.clone()));
         Ok((number, sender))

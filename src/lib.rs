@@ -7,6 +7,7 @@ pub mod config;
 pub mod embedded;
 pub mod embedder;
 pub mod grpc;
+pub mod h1_pool;
 pub mod h2_channel;
 pub mod metrics;
 pub mod proxy;

@@ -116,24 +116,24 @@ pub fn admin_unauthorized() {
     counter!("cutover_admin_unauthorized_total").increment(1);
 }
 
-/// A gRPC connection to an upstream: `opened`, or `failed` to open.
-pub fn upstream_connection(upstream: &str, outcome: &'static str) {
+/// A connection to an upstream: `opened`, or `failed` to open.
+pub fn upstream_connection(protocol: Protocol, upstream: &str, outcome: &'static str) {
     counter!(
         "cutover_upstream_connections_total",
-        "protocol" => "grpc",
+        "protocol" => protocol.as_str(),
         "upstream" => upstream.to_owned(),
         "outcome" => outcome,
     )
     .increment(1);
 }
 
-/// A gRPC request sent again on a new connection, the upstream having
-/// surely not acted on it: `connection_lost` before it was sent, or
+/// A request sent again on a new connection, the upstream having surely
+/// not acted on it: `connection_lost` before it was sent, or (gRPC)
 /// `refused_stream`.
-pub fn upstream_retry(upstream: &str, reason: &'static str) {
+pub fn upstream_retry(protocol: Protocol, upstream: &str, reason: &'static str) {
     counter!(
         "cutover_upstream_retries_total",
-        "protocol" => "grpc",
+        "protocol" => protocol.as_str(),
         "upstream" => upstream.to_owned(),
         "reason" => reason,
     )

@@ -1,6 +1,6 @@
-//! An upstream Qdrant endpoint: a pooled HTTP/1.1 client for REST, one
-//! HTTP/2 connection for gRPC (`h2_channel`), its API key policy and
-//! timeouts, and its health check.
+//! An upstream Qdrant endpoint: pooled HTTP/1.1 connections for REST
+//! (`h1_pool`), one HTTP/2 connection for gRPC (`h2_channel`), its API key
+//! policy and timeouts, and its health check.
 
 use std::time::{Duration, Instant};
 
@@ -10,12 +10,10 @@ use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, Uri};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use crate::config::{ClientApiKey, RemoteSpec};
+use crate::h1_pool::H1Pool;
 use crate::h2_channel::H2Channel;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -77,6 +75,13 @@ pub fn stream(body: Incoming) -> ProxyBody {
     body.map_err(BoxError::from).boxed_unsync()
 }
 
+/// A request URI's path and query, `/` if it has none.
+pub fn path_and_query(uri: &Uri) -> http::uri::PathAndQuery {
+    uri.path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"))
+}
+
 /// HTTP/2 flow-control windows: large enough that a few dozen concurrent
 /// requests of a few hundred KiB never wait on a WINDOW_UPDATE.
 pub const H2_STREAM_WINDOW: u32 = 1 << 20;
@@ -122,12 +127,10 @@ fn cause_chain(err: &dyn std::error::Error) -> String {
 
 pub struct Upstream {
     pub name: String,
-    rest: Uri,
-    grpc: Uri,
     api_key: Option<HeaderValue>,
     client_api_key: ClientApiKey,
     request_timeout: Duration,
-    rest_client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
+    rest_pool: H1Pool,
     grpc_channel: H2Channel,
 }
 
@@ -155,25 +158,24 @@ impl Upstream {
             .https_or_http()
             .enable_http2()
             .wrap_connector(connector);
-        let rest_client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(spec.pool_max_idle_per_host)
-            .build(rest_connector);
         let api_key = spec
             .api_key
             .as_deref()
             .map(HeaderValue::from_str)
             .transpose()
             .map_err(|_| format!("upstream `{name}`: the API key is not a valid header value"))?;
-        let grpc = uri(&spec.grpc)?;
         Ok(Upstream {
             name: name.to_owned(),
-            rest: uri(&spec.rest)?,
-            grpc_channel: H2Channel::new(name, grpc.clone(), grpc_connector),
-            grpc,
+            rest_pool: H1Pool::new(
+                name,
+                uri(&spec.rest)?,
+                rest_connector,
+                spec.pool_max_idle_per_host,
+            )?,
+            grpc_channel: H2Channel::new(name, uri(&spec.grpc)?, grpc_connector),
             api_key,
             client_api_key: spec.client_api_key,
             request_timeout: spec.request_timeout,
-            rest_client,
         })
     }
 
@@ -184,21 +186,6 @@ impl Upstream {
         protocol: Protocol,
         mut request: Request<ProxyBody>,
     ) -> Result<(Response<ProxyBody>, Duration), UpstreamError> {
-        let base = match protocol {
-            Protocol::Rest => &self.rest,
-            Protocol::Grpc => &self.grpc,
-        };
-        let path = request
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        *request.uri_mut() = Uri::builder()
-            .scheme(base.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP))
-            .authority(base.authority().cloned().expect("checked at config time"))
-            .path_and_query(path)
-            .build()
-            .expect("parts of valid URIs");
         *request.version_mut() = match protocol {
             Protocol::Rest => http::Version::HTTP_11,
             Protocol::Grpc => http::Version::HTTP_2,
@@ -231,10 +218,7 @@ impl Upstream {
         request: Request<ProxyBody>,
     ) -> Result<Response<ProxyBody>, BoxError> {
         match protocol {
-            Protocol::Rest => match self.rest_client.request(request).await {
-                Ok(response) => Ok(response.map(stream)),
-                Err(err) => Err(err.into()),
-            },
+            Protocol::Rest => self.rest_pool.send(request).await,
             Protocol::Grpc => self.grpc_channel.send(request).await,
         }
     }

@@ -865,9 +865,56 @@ request_timeout_ms = 300
     proxy.running.stop().await;
 }
 
+/// A setup whose blue upstream is stopped and started again on the same
+/// data and addresses.
+struct Restarts {
+    blue: Option<cutover::embedded::EmbeddedUpstream>,
+    blue_dir: tempfile::TempDir,
+    grpc: std::net::SocketAddr,
+    rest: std::net::SocketAddr,
+    green: TestUpstream,
+    proxy: TestProxy,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Restarts {
+    fn new(s: Setup) -> Restarts {
+        let addr = |url: String| url.trim_start_matches("http://").parse().unwrap();
+        Restarts {
+            grpc: addr(s.blue.upstream.grpc_url()),
+            rest: addr(s.blue.upstream.rest_url()),
+            blue: Some(s.blue.upstream),
+            blue_dir: s.blue.dir,
+            green: s.green,
+            proxy: s.proxy,
+            http: s.http,
+            _dir: s.dir,
+        }
+    }
+
+    async fn stop_blue(&mut self) {
+        self.blue.take().expect("blue is running").stop().await;
+    }
+
+    async fn start_blue(&mut self) {
+        let started =
+            cutover::embedded::EmbeddedUpstream::start(self.blue_dir.path(), self.grpc, self.rest);
+        self.blue = Some(started.await.expect("blue starts again on its data"));
+    }
+
+    async fn stop(mut self) {
+        self.proxy.running.stop().await;
+        if let Some(blue) = self.blue.take() {
+            blue.stop().await;
+        }
+        self.green.upstream.stop().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_grpc_upstream_is_reached_again() {
-    let s = setup().await;
+    let mut s = Restarts::new(setup().await);
     let client = Qdrant::from_url(&s.proxy.grpc_url()).build().unwrap();
     let collection = |name: &str| {
         pb::CreateCollectionBuilder::new(name)
@@ -877,36 +924,18 @@ async fn a_restarted_grpc_upstream_is_reached_again() {
         .create_collection(collection("before"))
         .await
         .unwrap();
-    let addrs = |url: String| -> std::net::SocketAddr {
-        url.trim_start_matches("http://").parse().unwrap()
-    };
-    let (grpc, rest) = (
-        addrs(s.blue.upstream.grpc_url()),
-        addrs(s.blue.upstream.rest_url()),
-    );
-    let Setup {
-        blue: TestUpstream {
-            upstream: blue,
-            dir: blue_dir,
-        },
-        green,
-        proxy,
-        dir: _dir,
-        ..
-    } = s;
-    let restart = || cutover::embedded::EmbeddedUpstream::start(blue_dir.path(), grpc, rest);
 
     // Restarted between two calls: the first call after it finds the old
     // connection closed, and cutover sends it on a new one.
-    blue.stop().await;
-    let blue_again = restart().await.expect("blue restarts on its data");
+    s.stop_blue().await;
+    s.start_blue().await;
     client.create_collection(collection("after")).await.unwrap();
     let names = client.list_collections().await.unwrap().collections;
     let mut names: Vec<_> = names.into_iter().map(|c| c.name).collect();
     names.sort();
     assert_eq!(names, ["after", "before"]);
     assert_metrics_contain(
-        &proxy.admin_url(),
+        &s.proxy.admin_url(),
         &[
             r#"cutover_upstream_retries_total{protocol="grpc",upstream="blue",reason="connection_lost"}"#,
             r#"cutover_upstream_connections_total{protocol="grpc",upstream="blue",outcome="opened"}"#,
@@ -915,7 +944,7 @@ async fn a_restarted_grpc_upstream_is_reached_again() {
     .await;
 
     // Down: a call fails cleanly; back up: the next call is served.
-    blue_again.stop().await;
+    s.stop_blue().await;
     let err = client.collection_info("before").await.unwrap_err();
     let qdrant_client::QdrantError::ResponseError { status } = err else {
         panic!("a gRPC status, got {err:?}")
@@ -927,15 +956,88 @@ async fn a_restarted_grpc_upstream_is_reached_again() {
         status.message()
     );
     assert_metrics_contain(
-        &proxy.admin_url(),
+        &s.proxy.admin_url(),
         &[r#"cutover_upstream_connections_total{protocol="grpc",upstream="blue",outcome="failed"}"#],
     )
     .await;
-    let blue_third = restart().await.expect("blue restarts again");
+    s.start_blue().await;
     let info = client.collection_info("before").await.unwrap();
     assert!(info.result.is_some());
+    s.stop().await;
+}
 
-    proxy.running.stop().await;
-    blue_third.stop().await;
-    green.upstream.stop().await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_connections_are_reused_and_a_restarted_upstream_is_reached_again() {
+    let mut s = Restarts::new(setup().await);
+    let (proxy, http) = (s.proxy.rest_url(), s.http.clone());
+    let send = |method: reqwest::Method, path: &str| {
+        http.request(method, format!("{proxy}{path}"))
+            .json(&collection_body())
+            .send()
+    };
+    let blue_rest_port = s.rest.port();
+    let put = reqwest::Method::PUT;
+    let response = send(put.clone(), "/collections/before").await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // One request after another, one connection to the upstream: each
+    // request's response read to its end gives the connection back.
+    for _ in 0..10 {
+        let response = send(reqwest::Method::GET, "/collections/before")
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["status"], "ok");
+    }
+    assert_eq!(established_connections_to(blue_rest_port), 1);
+
+    // Restarted between two requests: the idle connection is found closed
+    // (or the request, not yet written, is sent again) on a new one.
+    s.stop_blue().await;
+    s.start_blue().await;
+    let response = send(put, "/collections/after").await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = send(reqwest::Method::GET, "/collections")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut names: Vec<_> = body["result"]["collections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["after", "before"]);
+    assert_eq!(established_connections_to(blue_rest_port), 1);
+    assert_metrics_contain(
+        &s.proxy.admin_url(),
+        &[r#"cutover_upstream_connections_total{protocol="rest",upstream="blue",outcome="opened"}"#],
+    )
+    .await;
+
+    // Down: a request fails cleanly, in Qdrant's error shape; back up: the
+    // next request is served.
+    s.stop_blue().await;
+    let response = send(reqwest::Method::GET, "/collections/before")
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    let body: Value = response.json().await.unwrap();
+    let error = body["status"]["error"].as_str().unwrap();
+    assert!(error.contains("upstream `blue` is unreachable"), "{error}");
+    assert_metrics_contain(
+        &s.proxy.admin_url(),
+        &[r#"cutover_upstream_connections_total{protocol="rest",upstream="blue",outcome="failed"}"#],
+    )
+    .await;
+    s.start_blue().await;
+    let response = send(reqwest::Method::GET, "/collections/before")
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    s.stop().await;
 }

@@ -331,6 +331,22 @@ pub async fn assert_metrics_contain(admin_url: &str, needles: &[&str]) {
     }
 }
 
+/// How many TCP connections to `127.0.0.1:port` are open on this machine
+/// (`/proc/net/tcp`: the connecting side's sockets, established).
+pub fn established_connections_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("Linux's TCP table");
+    let remote = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // sl, local address, remote address, state (01: established)
+            fields.get(2) == Some(&remote.as_str()) && fields.get(3) == Some(&"01")
+        })
+        .count()
+}
+
 /// Every point of a collection, straight from its upstream, in id order,
 /// with payloads and vectors.
 pub async fn all_points(http: &reqwest::Client, rest_url: &str, collection: &str) -> Value {
