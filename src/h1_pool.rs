@@ -46,8 +46,11 @@ pub struct H1Pool {
 }
 
 /// Connections waiting for their next request, the most recently used last.
+/// Each is boxed: it is about 2 KB, and moves between the pool, a request
+/// and its response body.
 struct Idle {
-    connections: Mutex<Vec<Connection>>,
+    #[expect(clippy::vec_box, reason = "a connection taken out moves as a pointer")]
+    connections: Mutex<Vec<Box<Connection>>>,
     max: usize,
 }
 
@@ -131,7 +134,7 @@ impl H1Pool {
         }
     }
 
-    async fn connect(&self) -> Result<Connection, BoxError> {
+    async fn connect(&self) -> Result<Box<Connection>, BoxError> {
         let connected = async {
             let io = self.connector.clone().call(self.uri.clone()).await?;
             http1::handshake(io).await.map_err(BoxError::from)
@@ -140,19 +143,19 @@ impl H1Pool {
             crate::metrics::upstream_connection(Protocol::Rest, &self.name, "failed")
         })?;
         crate::metrics::upstream_connection(Protocol::Rest, &self.name, "opened");
-        Ok(Connection {
+        Ok(Box::new(Connection {
             sender,
             driver,
             closed: false,
             idle_since: Instant::now(),
-        })
+        }))
     }
 }
 
 impl Idle {
     /// The most recently used idle connection still open and ready; those
     /// found closed, not ready or idle too long are dropped on the way.
-    async fn take(&self) -> Option<Connection> {
+    async fn take(&self) -> Option<Box<Connection>> {
         loop {
             let mut connection = self.connections.lock().expect("not poisoned").pop()?;
             if connection.idle_since.elapsed() < IDLE_TIMEOUT && connection.ready().await {
@@ -161,7 +164,7 @@ impl Idle {
         }
     }
 
-    fn put(&self, connection: Connection) {
+    fn put(&self, connection: Box<Connection>) {
         let mut connections = self.connections.lock().expect("not poisoned");
         if connections.len() < self.max {
             connections.push(connection);
@@ -211,12 +214,12 @@ impl Connection {
 /// it closes the connection.
 struct PooledBody {
     body: Incoming,
-    connection: Option<Connection>,
+    connection: Option<Box<Connection>>,
     idle: Arc<Idle>,
 }
 
 impl PooledBody {
-    fn boxed(body: Incoming, connection: Connection, idle: Arc<Idle>) -> ProxyBody {
+    fn boxed(body: Incoming, connection: Box<Connection>, idle: Arc<Idle>) -> ProxyBody {
         let mut pooled = PooledBody {
             body,
             connection: Some(connection),

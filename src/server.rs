@@ -41,7 +41,9 @@ where
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let service = hyper::service::service_fn(move |request| {
-            let response = handler(request);
+            // Boxed: hyper moves each request's future a few times (over
+            // HTTP/2, into a task of its own); a handler's is a few KB.
+            let response = Box::pin(handler(request));
             async move { Ok::<_, Infallible>(response.await) }
         });
         let connection = builder
