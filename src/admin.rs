@@ -308,16 +308,7 @@ fn table_json(table: &RoutingTable) -> Value {
 }
 
 async fn readyz(admin: &Admin) -> Response<ProxyBody> {
-    let checks = admin
-        .proxy
-        .upstreams
-        .iter()
-        .map(|(name, upstream)| async move {
-            let up = upstream.healthy().await;
-            crate::metrics::upstream_up(name, up);
-            (name.clone(), up)
-        });
-    let results: Vec<(String, bool)> = futures_util::future::join_all(checks).await;
+    let results = admin.proxy.upstream_health().await;
     let ready = results.iter().all(|(_, up)| *up);
     let status = if ready {
         StatusCode::OK
