@@ -863,4 +863,23 @@ blue"#,
         );
         Config::parse(&fail, "c.toml").expect("dual writes with the fail policy");
     }
+
+    /// The files under config/ are what users copy: each must load as it is.
+    #[test]
+    fn every_shipped_config_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut loaded = Vec::new();
+        for entry in std::fs::read_dir(&dir).expect("config/ is readable") {
+            let path = entry.expect("a directory entry").path();
+            if path.extension().is_some_and(|ext| ext == "toml") {
+                Config::load(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+                loaded.push(path.file_name().unwrap().to_string_lossy().into_owned());
+            }
+        }
+        loaded.sort();
+        assert_eq!(
+            loaded,
+            ["compose.toml", "cutover.example.toml", "quickstart.toml"]
+        );
+    }
 }
