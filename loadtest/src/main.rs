@@ -15,7 +15,7 @@ mod report;
 mod verdicts;
 mod workload;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,12 +26,20 @@ use processes::{Endpoint, RouteSpec, Server};
 use report::{Report, TargetResult};
 use workload::{Client, LoadModel, Mix, Pairing, Protocol, Run, Shape};
 
+/// The target `--baseline-bin` adds.
+const BASELINE: &str = "cutover passthrough (baseline)";
+
 #[derive(Parser)]
 #[command(about = "Qdrant direct vs through cutover and peer proxies: latency and throughput")]
 struct Args {
     /// The cutover binary (`cargo build --release`).
     #[arg(long, default_value = "target/release/cutover")]
     cutover_bin: PathBuf,
+    /// Also measure a passthrough through this other cutover build, as
+    /// `cutover passthrough (baseline)`: a change's cost or gain, side by
+    /// side with the build before it in one run.
+    #[arg(long)]
+    baseline_bin: Option<PathBuf>,
     /// A Qdrant to measure instead of an embedded upstream (both URLs).
     #[arg(long, requires = "upstream_rest")]
     upstream_grpc: Option<String>,
@@ -170,21 +178,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
             endpoint
         }
     };
-    let start_cutover = |name: &str, route: Option<RouteSpec>| -> anyhow::Result<Server> {
+    let start_build = |bin: &Path, name: &str, route: Option<RouteSpec>| {
         let config = processes::cutover_config(dir.path(), name, &blue, route)?;
         Server::start(
-            &args_bin,
+            bin,
             &["serve", "--config", &config.display().to_string()],
             pin_cpu,
         )
         .with_context(|| format!("starting cutover ({name})"))
     };
+    let start_cutover = |name: &str, route| start_build(&args_bin, name, route);
     let passthrough = start_cutover("passthrough", None)?;
     let mut targets = vec![
         Target::direct(verdicts::DIRECT, &blue),
         Target::proxy(verdicts::PASSTHROUGH, &passthrough)?,
     ];
     servers.push(passthrough);
+    if let Some(bin) = &args.baseline_bin {
+        let baseline = start_build(bin, "baseline", None)?;
+        targets.push(Target::proxy(BASELINE, &baseline)?);
+        servers.push(baseline);
+    }
     // Dual writes and read modes: a second upstream as green, and cutover
     // routing the collection to both.
     let mut green = None;
