@@ -20,6 +20,8 @@ pub struct TargetResult {
     pub latency_us: BTreeMap<Op, Histogram<u64>>,
     /// Answered requests a second in each round, in order.
     pub round_throughput: BTreeMap<Op, Vec<f64>>,
+    /// The median latency of each round, in order, in milliseconds.
+    pub round_p50_ms: BTreeMap<Op, Vec<f64>>,
     pub errors: BTreeMap<Op, u64>,
     pub first_error: Option<String>,
     pub elapsed: Duration,
@@ -36,6 +38,7 @@ impl TargetResult {
             protocol,
             latency_us: BTreeMap::new(),
             round_throughput: BTreeMap::new(),
+            round_p50_ms: BTreeMap::new(),
             errors: BTreeMap::new(),
             first_error: None,
             elapsed: Duration::ZERO,
@@ -64,6 +67,12 @@ impl TargetResult {
                 .entry(op)
                 .or_default()
                 .push(h.len() as f64 / seconds);
+            // NaN for a round with no answers, so rounds stay aligned.
+            let p50 = match h.is_empty() {
+                true => f64::NAN,
+                false => h.value_at_quantile(0.5) as f64 / 1000.0,
+            };
+            self.round_p50_ms.entry(op).or_default().push(p50);
             self.latency_us
                 .entry(op)
                 .or_insert_with(|| {
@@ -92,30 +101,56 @@ impl TargetResult {
 
     /// Throughput against `base`'s round by round: the median ratio and
     /// the lowest and highest, as one run's spread.
-    fn round_ratios(&self, base: &TargetResult, op: Op) -> Option<(f64, f64, f64)> {
+    fn round_ratios(&self, base: &TargetResult, op: Op) -> Option<Spread> {
         let (ours, theirs) = (
             self.round_throughput.get(&op)?,
             base.round_throughput.get(&op)?,
         );
-        let mut ratios: Vec<f64> = ours
+        let ratios = ours
             .iter()
             .zip(theirs)
             .filter(|(_, base)| **base > 0.0)
-            .map(|(ours, base)| ours / base)
-            .collect();
-        ratios.sort_by(f64::total_cmp);
-        let median = match ratios.len() {
-            0 => return None,
-            n if n % 2 == 1 => ratios[n / 2],
-            n => (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0,
-        };
-        Some((median, ratios[0], ratios[ratios.len() - 1]))
+            .map(|(ours, base)| ours / base);
+        Spread::of(ratios.collect())
+    }
+
+    /// The median latency added to `base`'s, round by round (each round's
+    /// median against `base`'s in the same round): how far the pooled
+    /// figure moves from round to round.
+    pub fn round_added_p50(&self, base: &TargetResult, op: Op) -> Option<Spread> {
+        let (ours, theirs) = (self.round_p50_ms.get(&op)?, base.round_p50_ms.get(&op)?);
+        let added = ours.iter().zip(theirs).map(|(ours, base)| ours - base);
+        Spread::of(added.filter(|added| !added.is_nan()).collect())
     }
 
     pub fn quantile_ms(&self, op: Op, q: f64) -> f64 {
         self.latency_us
             .get(&op)
             .map_or(0.0, |h| h.value_at_quantile(q) as f64 / 1000.0)
+    }
+}
+
+/// Round-by-round figures: their median, lowest and highest.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    pub median: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+impl Spread {
+    fn of(mut values: Vec<f64>) -> Option<Spread> {
+        values.sort_by(f64::total_cmp);
+        let median = match values.len() {
+            0 => return None,
+            n if n % 2 == 1 => values[n / 2],
+            n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+        };
+        Some(Spread {
+            median,
+            low: values[0],
+            high: values[values.len() - 1],
+        })
     }
 }
 
@@ -141,7 +176,7 @@ impl Report {
 
     pub fn markdown(&self) -> String {
         let mut out = format!(
-            "{}; {}; {}\n\n| protocol | operation | target | req/s | req/s per round vs direct: median (range) | errors | proxy CPU µs/req | proxy peak RSS MiB | p50 added ms | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+            "{}; {}; {}\n\n| protocol | operation | target | req/s | req/s per round vs direct: median (range) | errors | proxy CPU µs/req | proxy peak RSS MiB | p50 added ms; per round: median (range) | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
             self.title, self.load, self.pinning,
         );
         let ratio = |value: f64, base: Option<f64>| match base {
@@ -160,7 +195,7 @@ impl Report {
                     ratio(r.throughput(*op), direct.map(|d| d.throughput(*op))),
                 ));
                 match direct.and_then(|d| r.round_ratios(d, *op)) {
-                    Some((median, low, high)) => {
+                    Some(Spread { median, low, high }) => {
                         out.push_str(&format!(" x{median:.2} ({low:.2}..{high:.2}) |"))
                     }
                     None => out.push_str(" |"),
@@ -177,8 +212,17 @@ impl Report {
                     None => out.push_str(" |"),
                 }
                 match direct.map(|d| r.quantile_ms(*op, 0.5) - d.quantile_ms(*op, 0.5)) {
-                    Some(added) => out.push_str(&format!(" {added:+.2} |")),
+                    Some(added) => out.push_str(&format!(" {added:+.2}")),
                     None => out.push_str(" |"),
+                }
+                let rounds = r.round_p50_ms.get(op).map_or(0, Vec::len);
+                let spread = direct.and_then(|d| r.round_added_p50(d, *op));
+                match spread.filter(|_| rounds > 1) {
+                    Some(Spread { median, low, high }) => {
+                        out.push_str(&format!("; rounds {median:+.2} ({low:+.2}..{high:+.2}) |"))
+                    }
+                    None if direct.is_some() => out.push_str(" |"),
+                    None => {}
                 }
                 for (_, q) in QUANTILES {
                     let value = r.quantile_ms(*op, q);
@@ -232,6 +276,7 @@ impl Report {
                         "seconds": r.elapsed.as_secs_f64(),
                         "throughput_per_s": r.throughput(*op),
                         "throughput_per_s_by_round": r.round_throughput.get(op),
+                        "p50_ms_by_round": r.round_p50_ms.get(op),
                         "proxy_cpu_us_per_request": r.proxy_cpu_us_per_request(),
                         "proxy_peak_rss_mib": r.proxy_peak_rss_mib,
                         "latency": latency,
@@ -296,12 +341,36 @@ mod tests {
         let direct = rounds(&[100.0, 200.0, 100.0]);
         // Round by round: 0.9, 1.0, 1.1, though the totals' ratio is 1.0.
         let proxy = rounds(&[90.0, 200.0, 110.0]);
-        let (median, low, high) = proxy.round_ratios(&direct, Op::Search).unwrap();
-        assert_eq!((median, low, high), (1.0, 0.9, 1.1));
+        let spread = proxy.round_ratios(&direct, Op::Search).unwrap();
+        assert_eq!(
+            spread,
+            Spread {
+                median: 1.0,
+                low: 0.9,
+                high: 1.1
+            }
+        );
         // An even count: the mean of the middle two.
         let (direct, proxy) = (rounds(&[100.0; 4]), rounds(&[80.0, 90.0, 95.0, 99.0]));
-        let (median, _, _) = proxy.round_ratios(&direct, Op::Search).unwrap();
+        let median = proxy.round_ratios(&direct, Op::Search).unwrap().median;
         assert!((median - 0.925).abs() < 1e-9, "{median}");
         assert!(rounds(&[]).round_ratios(&direct, Op::Search).is_none());
+    }
+
+    #[test]
+    fn added_medians_are_taken_round_by_round_skipping_empty_rounds() {
+        let medians = |p50_ms: &[f64]| {
+            let mut result = TargetResult::new("t", Protocol::Grpc);
+            result.round_p50_ms.insert(Op::Search, p50_ms.to_vec());
+            result
+        };
+        // The machine slows in round 2; the hop stays 0.1 to 0.3 ms. The
+        // proxy's round 4 had no answers.
+        let direct = medians(&[1.0, 2.0, 1.0, 1.0]);
+        let proxy = medians(&[1.1, 2.3, 1.2, f64::NAN]);
+        let spread = proxy.round_added_p50(&direct, Op::Search).unwrap();
+        assert!((spread.median - 0.2).abs() < 1e-9, "{spread:?}");
+        assert!((spread.low - 0.1).abs() < 1e-9, "{spread:?}");
+        assert!((spread.high - 0.3).abs() < 1e-9, "{spread:?}");
     }
 }

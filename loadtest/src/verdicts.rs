@@ -77,10 +77,27 @@ pub fn judge(results: &[TargetResult], closed_loop: bool) -> Vec<Verdict> {
                 if let Some(nginx) = find(NGINX) {
                     let ours = shown(p50(pass) - p50(direct), 2);
                     let theirs = shown(p50(nginx) - p50(direct), 2);
+                    // How far each moves from round to round: a difference
+                    // inside that is one this run cannot resolve.
+                    let rounds = match (
+                        pass.round_added_p50(direct, op),
+                        nginx.round_added_p50(direct, op),
+                    ) {
+                        (Some(ours), Some(theirs)) if pass.round_p50_ms[&op].len() > 1 => format!(
+                            "; round by round {:+.2} ({:+.2} to {:+.2}), nginx's {:+.2} ({:+.2} to {:+.2})",
+                            ours.median,
+                            ours.low,
+                            ours.high,
+                            theirs.median,
+                            theirs.low,
+                            theirs.high
+                        ),
+                        _ => String::new(),
+                    };
                     verdict(
                         "latency a hop adds (p50)",
                         format!("no more than nginx's, {theirs:+.2} ms"),
-                        format!("{ours:+.2} ms"),
+                        format!("{ours:+.2} ms{rounds}"),
                         ours <= theirs,
                     );
                 }
@@ -229,6 +246,37 @@ mod tests {
         // Without nginx in the run, no hop verdict.
         let alone = judge(&results[..2], true);
         assert!(alone.iter().all(|v| !v.goal.starts_with("latency")));
+    }
+
+    #[test]
+    fn the_hop_verdict_shows_how_far_it_moved_round_by_round() {
+        // Each round: 100 searches, all answered in the round's median (µs).
+        let rounds = |name: &str, medians_us: &[u64]| {
+            let mut result = TargetResult::new(name, Protocol::Grpc);
+            for &us in medians_us {
+                let mut histogram = Histogram::new_with_bounds(1, 60_000_000, 3).unwrap();
+                histogram.record_n(us, 100).unwrap();
+                result.add(Measured {
+                    latency_us: BTreeMap::from([(Op::Search, histogram)]),
+                    errors: BTreeMap::new(),
+                    first_error: None,
+                    elapsed: Duration::from_secs(1),
+                });
+            }
+            result
+        };
+        let results = [
+            rounds(DIRECT, &[1000, 1000, 1000]),
+            rounds(PASSTHROUGH, &[1200, 1100, 1300]),
+            rounds(NGINX, &[1050, 1250, 1150]),
+        ];
+        let verdicts = judge(&results, false);
+        let hop = judged(&verdicts, "latency a hop adds (p50)");
+        assert_eq!(
+            hop.got,
+            "+0.20 ms; round by round +0.20 (+0.10 to +0.30), nginx's +0.15 (+0.05 to +0.25)"
+        );
+        assert!(!hop.met, "judged pooled: +0.20 against nginx's +0.15");
     }
 
     #[test]
