@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http_body_util::BodyExt;
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Request, Response};
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
@@ -19,7 +19,7 @@ use crate::reads::ReadError;
 use crate::replay_log::Record;
 use crate::replayer::Replay;
 use crate::routing::Operation;
-use crate::upstream::{Protocol, ProxyBody, UpstreamError, full, read_whole, stream};
+use crate::upstream::{Protocol, ProxyBody, UpstreamError, full, read_whole};
 use crate::write::{self, DualError};
 
 /// Largest request read to find its collection, as Qdrant accepts large batches.
@@ -199,7 +199,7 @@ pub fn classify(path: &str) -> Method {
 }
 
 /// Proxies one gRPC call.
-pub async fn handle(proxy: Arc<Proxy>, request: Request<Incoming>) -> Response<ProxyBody> {
+pub async fn handle(proxy: Arc<Proxy>, request: Request<ProxyBody>) -> Response<ProxyBody> {
     if request.uri().path() == HEALTH_CHECK {
         return health(&proxy).await;
     }
@@ -212,7 +212,7 @@ pub async fn handle(proxy: Arc<Proxy>, request: Request<Incoming>) -> Response<P
 async fn forward(
     proxy: Arc<Proxy>,
     method: Method,
-    request: Request<Incoming>,
+    request: Request<ProxyBody>,
 ) -> Response<ProxyBody> {
     let table = proxy.router.load();
     let (mut parts, body) = request.into_parts();
@@ -237,7 +237,7 @@ async fn forward(
         (message, collection)
     } else {
         let resolved = proxy.resolve(&table, None, method.operation);
-        let request = Request::from_parts(parts, stream(body));
+        let request = Request::from_parts(parts, body);
         return send(
             method,
             &resolved,

@@ -66,15 +66,7 @@ impl H2Channel {
             let (connection, sender) = self.sender().await?;
             let request = Request::from_parts(head.clone(), ());
             let err = match exchange(sender, request, &data, &trailers).await {
-                Ok(response) => {
-                    return Ok(response.map(|recv| {
-                        ResponseBody {
-                            recv,
-                            data_done: false,
-                        }
-                        .boxed_unsync()
-                    }));
-                }
+                Ok(response) => return Ok(response.map(|recv| RecvBody::new(recv).boxed_unsync())),
                 Err(err) => err,
             };
             let Some(reason) = err.untaken().filter(|_| !retried) else {
@@ -183,15 +175,24 @@ impl Failed {
     }
 }
 
-/// A response body read from an h2 stream: its DATA frames, then its
-/// trailers. Received bytes are given back to the flow-control window as
-/// they are handed on.
-struct ResponseBody {
+/// A body read from an h2 stream: its DATA frames, then its trailers.
+/// Received bytes are given back to the flow-control window as they are
+/// handed on.
+pub struct RecvBody {
     recv: h2::RecvStream,
     data_done: bool,
 }
 
-impl hyper::body::Body for ResponseBody {
+impl RecvBody {
+    pub fn new(recv: h2::RecvStream) -> RecvBody {
+        RecvBody {
+            recv,
+            data_done: false,
+        }
+    }
+}
+
+impl hyper::body::Body for RecvBody {
     type Data = Bytes;
     type Error = BoxError;
 

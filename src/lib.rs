@@ -9,6 +9,7 @@ pub mod embedder;
 pub mod grpc;
 pub mod h1_pool;
 pub mod h2_channel;
+pub mod h2_server;
 pub mod metrics;
 pub mod proxy;
 pub mod ranking;

@@ -107,7 +107,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         )));
     }
     let p = proxy.clone();
-    tasks.push(tokio::spawn(crate::server::serve(
+    tasks.push(tokio::spawn(crate::h2_server::serve(
         grpc,
         move |request| crate::grpc::handle(p.clone(), request),
         shutdown.subscribe(),

@@ -1,5 +1,6 @@
-//! One HTTP server loop for every listener: HTTP/1.1 and HTTP/2 (h2c, which
-//! gRPC uses), graceful shutdown that lets in-flight requests finish.
+//! The HTTP server loop of the REST and admin listeners: HTTP/1.1 and
+//! HTTP/2 (h2c), graceful shutdown that lets in-flight requests finish.
+//! (The gRPC listener has its own, `h2_server`.)
 
 use std::convert::Infallible;
 use std::future::Future;
