@@ -113,7 +113,10 @@ async fn respond_with(mut respond: SendResponse<Bytes>, response: Response<Proxy
     let mut send = match respond.send_response(Response::from_parts(head, ()), end) {
         Ok(send) => send,
         Err(err) => {
-            tracing::debug!(%err, "the client reset the stream");
+            // Reset by the client, or a head h2 refuses to send: either way
+            // the stream ends here, the client told.
+            tracing::debug!(%err, "the answer's head was not sent");
+            respond.send_reset(Reason::INTERNAL_ERROR);
             return;
         }
     };
