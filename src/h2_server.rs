@@ -21,9 +21,10 @@ use http_body_util::BodyExt;
 use hyper::{Request, Response};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio_util::task::TaskTracker;
 
 use crate::h2_channel::RecvBody;
+use crate::server::next_connection;
 use crate::upstream::{H2_CONNECTION_WINDOW, H2_STREAM_WINDOW, ProxyBody};
 
 /// Serves `handler` on `listener` until `shutdown` turns true; then lets
@@ -33,23 +34,14 @@ where
     H: Fn(Request<ProxyBody>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
-    let mut connections = JoinSet::new();
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(err) => {
-                    tracing::warn!(%err, "accept failed");
-                    continue;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            _ = shutdown.wait_for(|stop| *stop) => break,
-        };
-        let _ = stream.set_nodelay(true);
+    let connections = TaskTracker::new();
+    while let Some(stream) = next_connection(&listener, &mut shutdown).await {
         connections.spawn(connection(stream, handler.clone(), shutdown.clone()));
     }
-    while connections.join_next().await.is_some() {}
+    // Closed now: a new client is refused, not left waiting in the backlog.
+    drop(listener);
+    connections.close();
+    connections.wait().await;
 }
 
 /// One client connection: its streams accepted and served until it closes.

@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 /// Serves `handler` on `listener` until `shutdown` turns true.
@@ -28,18 +28,7 @@ where
         .max_concurrent_streams(1024)
         .initial_stream_window_size(crate::upstream::H2_STREAM_WINDOW)
         .initial_connection_window_size(crate::upstream::H2_CONNECTION_WINDOW);
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(err) => {
-                    tracing::warn!(%err, "accept failed");
-                    continue;
-                }
-            },
-            _ = shutdown.wait_for(|stop| *stop) => break,
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some(stream) = next_connection(&listener, &mut shutdown).await {
         let handler = handler.clone();
         let service = hyper::service::service_fn(move |request| {
             // Boxed: hyper moves each request's future a few times (over
@@ -57,5 +46,27 @@ where
             }
         });
     }
+    // Closed now: a new client is refused, not left waiting in the backlog.
+    drop(listener);
     graceful.shutdown().await;
+}
+
+/// The next connection on `listener`, Nagle's algorithm off (a proxy's
+/// small writes must leave at once); `None` once `shutdown` turns true.
+pub async fn next_connection(
+    listener: &TcpListener,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<TcpStream> {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some(stream);
+                }
+                Err(err) => tracing::warn!(%err, "accept failed"),
+            },
+            _ = shutdown.wait_for(|stop| *stop) => return None,
+        }
+    }
 }

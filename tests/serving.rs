@@ -147,7 +147,17 @@ async fn stopping_lets_calls_in_flight_finish_on_both_protocols() {
     // Both calls are at the hops, waiting, when cutover is told to stop.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (grpc_addr, rest_addr) = (s.proxy.running.grpc_addr, s.proxy.running.rest_addr);
-    s.proxy.running.stop().await;
+    let stopping = tokio::spawn(s.proxy.running.stop());
+
+    // Stopping: the listeners are closed at once, while the calls go on.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for addr in [grpc_addr, rest_addr] {
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "{addr} still accepts connections"
+        );
+    }
+    assert!(!grpc_call.is_finished() && !rest_call.is_finished());
 
     let info = grpc_call
         .await
@@ -161,13 +171,6 @@ async fn stopping_lets_calls_in_flight_finish_on_both_protocols() {
     assert_eq!(response.status(), reqwest::StatusCode::OK);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["status"], "ok", "{body}");
-
-    // Stopped: the listeners are closed.
-    for addr in [grpc_addr, rest_addr] {
-        assert!(
-            tokio::net::TcpStream::connect(addr).await.is_err(),
-            "{addr} still accepts connections"
-        );
-    }
+    stopping.await.unwrap();
     stop_upstreams(s.blue, s.green).await;
 }
