@@ -55,7 +55,12 @@ where
         .initial_window_size(H2_STREAM_WINDOW)
         .initial_connection_window_size(H2_CONNECTION_WINDOW)
         .handshake::<_, Bytes>(stream);
-    let mut connection = match handshake.await {
+    // A client that never completes its preface holds nothing up at stop.
+    let handshaken = tokio::select! {
+        handshaken = handshake => handshaken,
+        _ = shutdown.wait_for(|stop| *stop) => return,
+    };
+    let mut connection = match handshaken {
         Ok(connection) => connection,
         Err(err) => {
             tracing::debug!(%err, "HTTP/2 handshake failed");

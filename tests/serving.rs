@@ -147,6 +147,11 @@ async fn stopping_lets_calls_in_flight_finish_on_both_protocols() {
     // Both calls are at the hops, waiting, when cutover is told to stop.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (grpc_addr, rest_addr) = (s.proxy.running.grpc_addr, s.proxy.running.rest_addr);
+    // Clients connected that never said a word hold nothing up.
+    let _silent = [
+        tokio::net::TcpStream::connect(grpc_addr).await.unwrap(),
+        tokio::net::TcpStream::connect(rest_addr).await.unwrap(),
+    ];
     let stopping = tokio::spawn(s.proxy.running.stop());
 
     // Stopping: the listeners are closed at once, while the calls go on.
@@ -171,6 +176,9 @@ async fn stopping_lets_calls_in_flight_finish_on_both_protocols() {
     assert_eq!(response.status(), reqwest::StatusCode::OK);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["status"], "ok", "{body}");
-    stopping.await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("cutover stops with silent clients connected")
+        .unwrap();
     stop_upstreams(s.blue, s.green).await;
 }
