@@ -65,6 +65,14 @@ pub struct Listen {
     pub admin_token_file: Option<PathBuf>,
     /// Serve the admin API without a token: only on a loopback address.
     pub allow_unauthenticated_admin: Option<Spanned<bool>>,
+    /// On stop, how long calls in flight get to finish before the
+    /// connections still open are closed under them.
+    #[serde(default = "default_shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
+}
+
+fn default_shutdown_grace_ms() -> u64 {
+    30_000
 }
 
 #[derive(Debug, Clone, Deserialize)]

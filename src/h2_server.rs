@@ -11,6 +11,7 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::FuturesUnordered;
@@ -21,27 +22,29 @@ use http_body_util::BodyExt;
 use hyper::{Request, Response};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio_util::task::TaskTracker;
 
 use crate::h2_channel::RecvBody;
-use crate::server::next_connection;
+use crate::server::{Connections, next_connection};
 use crate::upstream::{H2_CONNECTION_WINDOW, H2_STREAM_WINDOW, ProxyBody};
 
-/// Serves `handler` on `listener` until `shutdown` turns true; then lets
-/// every open connection finish its streams.
-pub async fn serve<H, F>(listener: TcpListener, handler: H, mut shutdown: watch::Receiver<bool>)
-where
+/// Serves `handler` on `listener` until `shutdown` turns true, then lets
+/// calls in flight finish for at most `grace`.
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    handler: H,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) where
     H: Fn(Request<ProxyBody>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
-    let connections = TaskTracker::new();
+    let connections = Connections::default();
     while let Some(stream) = next_connection(&listener, &mut shutdown).await {
         connections.spawn(connection(stream, handler.clone(), shutdown.clone()));
     }
     // Closed now: a new client is refused, not left waiting in the backlog.
     drop(listener);
-    connections.close();
-    connections.wait().await;
+    connections.drain(grace).await;
 }
 
 /// One client connection: its streams accepted and served until it closes.

@@ -106,23 +106,27 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
             shutdown.subscribe(),
         )));
     }
+    let grace = Duration::from_millis(config.listen.shutdown_grace_ms);
     let p = proxy.clone();
     tasks.push(tokio::spawn(crate::h2_server::serve(
         grpc,
         move |request| crate::grpc::handle(p.clone(), request),
         shutdown.subscribe(),
+        grace,
     )));
     let p = proxy.clone();
     tasks.push(tokio::spawn(crate::server::serve(
         rest,
         move |request| crate::rest::handle(p.clone(), request),
         shutdown.subscribe(),
+        grace,
     )));
     let a = admin.clone();
     tasks.push(tokio::spawn(crate::server::serve(
         admin_listener,
         move |request| crate::admin::handle(a.clone(), request),
         shutdown.subscribe(),
+        grace,
     )));
     if config_path.is_some() {
         tasks.push(tokio::spawn(reload_on_sighup(

@@ -13,6 +13,9 @@ use qdrant_client::Qdrant;
 use qdrant_client::qdrant::{self as pb};
 use serde_json::json;
 
+/// How long calls in flight get to finish once cutover is told to stop.
+const GRACE: Duration = Duration::from_secs(2);
+
 /// cutover with blue's gRPC and REST behind fault-injecting hops.
 struct Setup {
     blue: TestUpstream,
@@ -34,6 +37,10 @@ async fn setup() -> Setup {
         (green.upstream.rest_url(), green.upstream.grpc_url()),
         dir.path(),
         "",
+    )
+    .replace(
+        "[listen]\n",
+        &format!("[listen]\nshutdown_grace_ms = {}\n", GRACE.as_millis()),
     );
     let proxy = start_proxy(&config, dir.path()).await;
     Setup {
@@ -147,8 +154,17 @@ async fn stopping_lets_calls_in_flight_finish_on_both_protocols() {
     // Both calls are at the hops, waiting, when cutover is told to stop.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (grpc_addr, rest_addr) = (s.proxy.running.grpc_addr, s.proxy.running.rest_addr);
-    // Clients connected that never said a word hold nothing up.
+    // Clients connected that never said a word, or only HTTP/2's preface
+    // (so never answer the server's goodbye), hold stopping up no longer
+    // than the grace.
+    let mut preface_only = tokio::net::TcpStream::connect(grpc_addr).await.unwrap();
+    // The client preface, then an empty SETTINGS frame; then silence.
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+    tokio::io::AsyncWriteExt::write_all(&mut preface_only, preface)
+        .await
+        .unwrap();
     let _silent = [
+        preface_only,
         tokio::net::TcpStream::connect(grpc_addr).await.unwrap(),
         tokio::net::TcpStream::connect(rest_addr).await.unwrap(),
     ];
@@ -180,5 +196,33 @@ async fn stopping_lets_calls_in_flight_finish_on_both_protocols() {
         .await
         .expect("cutover stops with silent clients connected")
         .unwrap();
+    stop_upstreams(s.blue, s.green).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_longer_than_the_shutdown_grace_is_cut_off() {
+    let s = setup().await;
+    let client = Qdrant::from_url(&s.proxy.grpc_url()).build().unwrap();
+    create(&client, "stuck").await;
+    let rest = s.proxy.rest_url();
+
+    s.grpc_hop.set(Fault::Delay(GRACE * 5));
+    s.rest_hop.set(Fault::Delay(GRACE * 5));
+    let grpc_call = tokio::spawn({
+        let client = client.clone();
+        async move { client.collection_info("stuck").await }
+    });
+    let rest_call = tokio::spawn(reqwest::get(format!("{rest}/collections/stuck")));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    s.proxy.running.stop().await;
+    let stopped_in = started.elapsed();
+    assert!(
+        stopped_in >= GRACE && stopped_in < GRACE * 4,
+        "stopping took {stopped_in:?}, the grace being {GRACE:?}"
+    );
+    // Cut off: each client sees its call fail, none hangs.
+    assert!(grpc_call.await.unwrap().is_err());
+    assert!(rest_call.await.unwrap().is_err());
     stop_upstreams(s.blue, s.green).await;
 }

@@ -36,6 +36,8 @@ pub const QDRANT_VERSION: &str = "1.18.0";
 
 /// Largest gRPC message accepted, as a Qdrant server accepts large batches.
 const MAX_GRPC_MESSAGE: usize = 64 * 1024 * 1024;
+/// On stop, how long REST calls in flight get to finish.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A running embedded upstream. Stop it with [`EmbeddedUpstream::stop`] to
 /// flush its collections; dropping it without stopping is a crash, which the
@@ -190,5 +192,5 @@ async fn serve_rest(
     shutdown: watch::Receiver<bool>,
 ) {
     let handler = move |request| rest::handle(store.clone(), api_key.clone(), request);
-    crate::server::serve(listener, handler, shutdown).await;
+    crate::server::serve(listener, handler, shutdown, SHUTDOWN_GRACE).await;
 }
