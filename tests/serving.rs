@@ -157,17 +157,17 @@ async fn stopping_lets_calls_in_flight_finish_on_both_protocols() {
     // Clients connected that never said a word, or only HTTP/2's preface
     // (so never answer the server's goodbye), hold stopping up no longer
     // than the grace.
-    let mut preface_only = tokio::net::TcpStream::connect(grpc_addr).await.unwrap();
-    // The client preface, then an empty SETTINGS frame; then silence.
-    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
-    tokio::io::AsyncWriteExt::write_all(&mut preface_only, preface)
-        .await
-        .unwrap();
-    let _silent = [
-        preface_only,
-        tokio::net::TcpStream::connect(grpc_addr).await.unwrap(),
-        tokio::net::TcpStream::connect(rest_addr).await.unwrap(),
-    ];
+    let mut silent = Vec::new();
+    for addr in [grpc_addr, rest_addr] {
+        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        let mut preface_only = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // The client preface, then an empty SETTINGS frame; then silence.
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+        tokio::io::AsyncWriteExt::write_all(&mut preface_only, preface)
+            .await
+            .unwrap();
+        silent.push(preface_only);
+    }
     let stopping = tokio::spawn(s.proxy.running.stop());
 
     // Stopping: the listeners are closed at once, while the calls go on.
