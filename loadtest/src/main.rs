@@ -91,8 +91,10 @@ struct Args {
     #[arg(long)]
     peers: bool,
     /// Also measure dual writes: a second upstream as green, cutover writing
-    /// to both (compare with `direct` and `direct green`, each side alone,
-    /// and `direct both`, the load generator writing to both itself).
+    /// to both (compare with each side written alone, through cutover:
+    /// `cutover passthrough` to blue and `cutover green only`; and direct:
+    /// `direct`, `direct green`, and `direct both`, the load generator
+    /// writing to both itself).
     #[arg(long)]
     dual: bool,
     /// Also measure the read modes against a second upstream as green:
@@ -229,7 +231,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         let mut scenarios = Vec::new();
         if args.dual {
-            scenarios.push(("dual", verdicts::DUAL, r#"writes = "dual""#));
+            // Green written alone through cutover: with passthrough (blue
+            // alone), the sides a dual write is judged against.
+            scenarios.extend([
+                (
+                    "green-only",
+                    verdicts::GREEN_ONLY,
+                    r#"writes = "green_only""#,
+                ),
+                ("dual", verdicts::DUAL, r#"writes = "dual""#),
+            ]);
         }
         if args.reads {
             scenarios.extend([
