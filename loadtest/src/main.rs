@@ -32,8 +32,9 @@ const BASELINE: &str = "cutover passthrough (baseline)";
 #[derive(Parser)]
 #[command(about = "Qdrant direct vs through cutover and peer proxies: latency and throughput")]
 struct Args {
-    /// The cutover binary (`cargo build --release`).
-    #[arg(long, default_value = "target/release/cutover")]
+    /// The cutover binary (`cargo build --profile production`, what is
+    /// deployed), also the embedded upstreams' engine.
+    #[arg(long, default_value = "target/production/cutover")]
     cutover_bin: PathBuf,
     /// Also measure a passthrough through this other cutover build, as
     /// `cutover passthrough (baseline)`: a change's cost or gain, side by
@@ -141,6 +142,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "both" => vec![Protocol::Grpc, Protocol::Rest],
         other => bail!("--protocols takes grpc, rest or both, not `{other}`"),
     };
+    if !args.cutover_bin.exists() {
+        bail!(
+            "{} not found: build it with `cargo build --profile production`, or name another with --cutover-bin",
+            args.cutover_bin.display()
+        );
+    }
     let dir = tempfile::tempdir()?;
 
     // The upstream: embedded in its own process, or the one given.
