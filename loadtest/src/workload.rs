@@ -630,11 +630,23 @@ mod tests {
         let (url, _held) = stalled_target().await;
         for protocol in [Protocol::Grpc, Protocol::Rest] {
             let run = run(&url, protocol, 200, 1_000_000);
+            // Warmed up first, as the load test warms every target: a
+            // client's first call sets it up (its connection, its TLS
+            // roots), which on a busy machine can outlast a short stretch.
+            let warm_up = send(
+                &run.client,
+                Op::Search,
+                0,
+                &run.shape,
+                &run.queries,
+                run.timeout,
+            );
+            assert!(warm_up.await.is_err(), "a stalled target answered");
             for model in [
                 LoadModel::Closed { clients: 3 },
                 LoadModel::Open { rate: 20.0 },
             ] {
-                let measured = run.measure(model, Duration::from_millis(500)).await;
+                let measured = run.measure(model, Duration::from_secs(1)).await;
                 assert!(
                     measured.elapsed < Duration::from_secs(3),
                     "{model:?} over {protocol:?} took {:?}",
