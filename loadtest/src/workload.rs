@@ -630,9 +630,9 @@ mod tests {
         let (url, _held) = stalled_target().await;
         for protocol in [Protocol::Grpc, Protocol::Rest] {
             let run = run(&url, protocol, 200, 1_000_000);
-            // Warmed up first, as the load test warms every target: a
-            // client's first call sets it up (its connection, its TLS
-            // roots), which on a busy machine can outlast a short stretch.
+            // Warmed up first, as the load test warms every target, so that
+            // setting a client up on its first call (slow on a busy
+            // machine) is not charged to the measured stretch.
             let warm_up = send(
                 &run.client,
                 Op::Search,
