@@ -9,9 +9,11 @@
 //! search (docs/benchmarks.md).
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use h2::Reason;
 use h2::client::SendRequest;
@@ -35,9 +37,13 @@ pub struct H2Channel {
     name: String,
     uri: Uri,
     connector: HttpsConnector<HttpConnector>,
-    /// The open connection's handle and its number; `None` before the
-    /// first call and after the connection was lost.
-    current: tokio::sync::Mutex<Option<(u64, SendRequest<Bytes>)>>,
+    /// The open connection's number and handle; `None` before the first
+    /// call and after the connection was lost. Read by every call without
+    /// a lock.
+    current: ArcSwapOption<(u64, SendRequest<Bytes>)>,
+    /// Held while connecting, so that calls arriving meanwhile wait for the
+    /// one new connection rather than each making its own.
+    connecting: tokio::sync::Mutex<()>,
     connections: AtomicU64,
 }
 
@@ -49,7 +55,8 @@ impl H2Channel {
             name: name.to_owned(),
             uri,
             connector,
-            current: tokio::sync::Mutex::new(None),
+            current: ArcSwapOption::empty(),
+            connecting: tokio::sync::Mutex::new(()),
             connections: AtomicU64::new(0),
         }
     }
@@ -74,7 +81,7 @@ impl H2Channel {
             };
             tracing::debug!(err = %err.error, reason, "the upstream did not take the request; sending it again");
             crate::metrics::upstream_retry(Protocol::Grpc, &self.name, reason);
-            self.forget(connection).await;
+            self.forget(connection);
             retried = true;
         }
     }
@@ -89,9 +96,13 @@ impl H2Channel {
 
     /// The open connection's handle and number, connecting first if there is none.
     async fn sender(&self) -> Result<(u64, SendRequest<Bytes>), BoxError> {
-        let mut current = self.current.lock().await;
-        if let Some((number, sender)) = current.as_ref() {
-            return Ok((*number, sender.clone()));
+        if let Some(open) = self.current.load().as_deref() {
+            return Ok(open.clone());
+        }
+        let _connecting = self.connecting.lock().await;
+        // Another call may have connected while this one waited.
+        if let Some(open) = self.current.load().as_deref() {
+            return Ok(open.clone());
         }
         // Boxed: connecting is rare, and its future is large; every call's
         // future would carry it.
@@ -100,7 +111,8 @@ impl H2Channel {
         })?;
         crate::metrics::upstream_connection(Protocol::Grpc, &self.name, "opened");
         let number = self.connections.fetch_add(1, Ordering::Relaxed);
-        *current = Some((number, sender.clone()));
+        self.current
+            .store(Some(Arc::new((number, sender.clone()))));
         Ok((number, sender))
     }
 
@@ -122,11 +134,11 @@ impl H2Channel {
     }
 
     /// Drops a lost connection's handle, unless a new one replaced it.
-    async fn forget(&self, lost: u64) {
-        let mut current = self.current.lock().await;
-        if current.as_ref().is_some_and(|(number, _)| *number == lost) {
-            *current = None;
-        }
+    fn forget(&self, lost: u64) {
+        self.current.rcu(|current| match current {
+            Some(open) if open.0 != lost => Some(Arc::clone(open)),
+            _ => None,
+        });
     }
 }
 

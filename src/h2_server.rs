@@ -71,6 +71,10 @@ where
         }
     };
     let mut streams = FuturesUnordered::new();
+    // Made once: a wait made anew on every turn of the loop would register
+    // with the shutdown signal, and leave it, for every frame received.
+    let stop = shutdown.wait_for(|stop| *stop);
+    tokio::pin!(stop);
     let mut closing = false;
     loop {
         tokio::select! {
@@ -97,7 +101,7 @@ where
                 None => break,
             },
             Some(()) = streams.next(), if !streams.is_empty() => {}
-            _ = shutdown.wait_for(|stop| *stop), if !closing => {
+            _ = &mut stop, if !closing => {
                 closing = true;
                 connection.graceful_shutdown();
             }

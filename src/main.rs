@@ -52,15 +52,32 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    match run().await {
+fn main() -> std::process::ExitCode {
+    let outcome = match runtime() {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(err) => Err(anyhow::Error::new(err).context("could not start the async runtime")),
+    };
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The async runtime: one thread where the process may use only one CPU
+/// (pinned with taskset, or a container's quota), as a multi-threaded
+/// scheduler's hand-offs between threads buy nothing there and cost CPU on
+/// every wake-up; a thread per CPU otherwise.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|cpus| cpus.get() == 1);
+    let mut builder = if one_cpu {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder.enable_all().build()
 }
 
 async fn run() -> anyhow::Result<()> {
