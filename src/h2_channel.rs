@@ -111,8 +111,7 @@ impl H2Channel {
         })?;
         crate::metrics::upstream_connection(Protocol::Grpc, &self.name, "opened");
         let number = self.connections.fetch_add(1, Ordering::Relaxed);
-        self.current
-            .store(Some(Arc::new((number, sender.clone()))));
+        self.current.store(Some(Arc::new((number, sender.clone()))));
         Ok((number, sender))
     }
 

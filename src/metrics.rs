@@ -102,6 +102,17 @@ pub fn upstream_latency(protocol: Protocol, side: Option<Side>, elapsed: Duratio
         .record(elapsed.as_secs_f64());
 }
 
+/// The async runtime cutover chose (src/main.rs): `current_thread` where the
+/// process may use only one CPU, `multi_thread` with a worker per CPU otherwise.
+pub fn runtime(handle: &tokio::runtime::Handle) {
+    let flavor = match handle.runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => "current_thread",
+        _ => "multi_thread",
+    };
+    gauge!("cutover_runtime_worker_threads", "flavor" => flavor)
+        .set(handle.metrics().num_workers() as f64);
+}
+
 pub fn routing_version(version: u64) {
     gauge!("cutover_routing_version").set(version as f64);
 }

@@ -134,7 +134,10 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
             shutdown.subscribe(),
         )));
     }
-    tracing::info!(%grpc_addr, %rest_addr, %admin_addr, version = proxy.router.load().version, "cutover listening");
+    let runtime = tokio::runtime::Handle::current();
+    crate::metrics::runtime(&runtime);
+    let threads = runtime.metrics().num_workers();
+    tracing::info!(%grpc_addr, %rest_addr, %admin_addr, version = proxy.router.load().version, threads, "cutover listening");
     Ok(Running {
         grpc_addr,
         rest_addr,

@@ -378,3 +378,37 @@ pub async fn admin_call(
     let status = response.status();
     (status, response.json().await.unwrap_or(Value::Null))
 }
+
+/// The binary's `serve` in a process of its own, pinned to `cpu` (through
+/// taskset) if given; answers the child and the gRPC, REST and admin
+/// addresses it prints ("cutover: gRPC ADDR REST ADDR admin URL").
+pub fn spawn_serve(
+    config: &std::path::Path,
+    cpu: Option<usize>,
+) -> (std::process::Child, [String; 3]) {
+    use std::io::BufRead;
+    let binary = env!("CARGO_BIN_EXE_cutover");
+    let mut command = match cpu {
+        Some(cpu) => {
+            let mut pinned = std::process::Command::new("taskset");
+            pinned.args(["-c", &cpu.to_string(), binary]);
+            pinned
+        }
+        None => std::process::Command::new(binary),
+    };
+    let mut child = command
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("cutover starts");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(words.len(), 7, "cutover's address line: {line:?}");
+    let addresses = [words[2], words[4], words[6]].map(str::to_owned);
+    (child, addresses)
+}
