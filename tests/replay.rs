@@ -500,27 +500,24 @@ async fn many_updates_to_the_same_points_while_green_flaps_end_equal() {
 
 /// cutover in a process of its own, so that it can be killed with SIGKILL.
 struct Process {
-    child: std::process::Child,
+    served: Served,
     app: App,
 }
 
 impl Process {
     fn spawn(config: &std::path::Path) -> Process {
-        let (child, [grpc, rest, admin]) = spawn_serve(config, None);
-        let app = App::new(&format!("http://{grpc}"), &format!("http://{rest}"), &admin);
-        Process { child, app }
+        let served = spawn_serve(config, None);
+        let app = App::new(
+            &format!("http://{}", served.grpc),
+            &format!("http://{}", served.rest),
+            &served.admin,
+        );
+        Process { served, app }
     }
 
-    fn kill_9(mut self) {
-        self.child.kill().unwrap(); // SIGKILL
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// SIGKILL, as dropping the process sends.
+    fn kill_9(self) {
+        drop(self.served);
     }
 }
 

@@ -22,13 +22,13 @@ async fn one_cpu_gets_one_runtime_thread_and_more_get_one_each() {
         "multi_thread"
     };
     for (cpu, flavor, threads) in [(Some(0), "current_thread", 1), (None, many, cpus)] {
-        let (mut child, [grpc, _, admin]) = spawn_serve(&config, cpu);
-        let client = Qdrant::from_url(&format!("http://{grpc}")).build().unwrap();
+        let served = spawn_serve(&config, cpu);
+        let client = Qdrant::from_url(&format!("http://{}", served.grpc))
+            .build()
+            .unwrap();
         let listed = client.list_collections().await;
         assert!(listed.is_ok(), "pinned to {cpu:?}: {listed:?}");
         let gauge = format!("cutover_runtime_worker_threads{{flavor=\"{flavor}\"}} {threads}\n");
-        assert_metrics_contain(&admin, &[&gauge]).await;
-        child.kill().unwrap();
-        child.wait().unwrap();
+        assert_metrics_contain(&served.admin, &[&gauge]).await;
     }
 }

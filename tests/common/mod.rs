@@ -379,13 +379,20 @@ pub async fn admin_call(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-/// The binary's `serve` in a process of its own, pinned to `cpu` (through
-/// taskset) if given; answers the child and the gRPC, REST and admin
-/// addresses it prints ("cutover: gRPC ADDR REST ADDR admin URL").
-pub fn spawn_serve(
-    config: &std::path::Path,
-    cpu: Option<usize>,
-) -> (std::process::Child, [String; 3]) {
+/// The binary's `serve` in a process of its own, killed (SIGKILL) when
+/// dropped, so that a failed assertion leaves no server running.
+pub struct Served {
+    child: std::process::Child,
+    /// The gRPC and REST addresses and the admin URL it printed.
+    pub grpc: String,
+    pub rest: String,
+    pub admin: String,
+}
+
+/// Starts `serve` on `config`, pinned to `cpu` (through taskset) if given,
+/// and reads the address line it prints ("cutover: gRPC ADDR REST ADDR
+/// admin URL").
+pub fn spawn_serve(config: &std::path::Path, cpu: Option<usize>) -> Served {
     use std::io::BufRead;
     let binary = env!("CARGO_BIN_EXE_cutover");
     let mut command = match cpu {
@@ -408,7 +415,19 @@ pub fn spawn_serve(
         .read_line(&mut line)
         .unwrap();
     let words: Vec<&str> = line.split_whitespace().collect();
+    let served = Served {
+        grpc: words.get(2).copied().unwrap_or_default().to_owned(),
+        rest: words.get(4).copied().unwrap_or_default().to_owned(),
+        admin: words.get(6).copied().unwrap_or_default().to_owned(),
+        child,
+    };
     assert_eq!(words.len(), 7, "cutover's address line: {line:?}");
-    let addresses = [words[2], words[4], words[6]].map(str::to_owned);
-    (child, addresses)
+    served
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
