@@ -26,8 +26,8 @@ use processes::{Endpoint, RouteSpec, Server};
 use report::{Report, TargetResult};
 use workload::{Client, LoadModel, Mix, Pairing, Protocol, Run, Shape};
 
-/// The target `--baseline-bin` adds.
-const BASELINE: &str = "cutover passthrough (baseline)";
+/// What `--baseline-bin` adds to a target's name.
+const BASELINE: &str = " (baseline)";
 
 #[derive(Parser)]
 #[command(about = "Qdrant direct vs through cutover and peer proxies: latency and throughput")]
@@ -36,9 +36,9 @@ struct Args {
     /// deployed), also the embedded upstreams' engine.
     #[arg(long, default_value = "target/production/cutover")]
     cutover_bin: PathBuf,
-    /// Also measure a passthrough through this other cutover build, as
-    /// `cutover passthrough (baseline)`: a change's cost or gain, side by
-    /// side with the build before it in one run.
+    /// Also measure every cutover scenario through this other cutover
+    /// build, as e.g. `cutover passthrough (baseline)`: a change's cost or
+    /// gain, side by side with the build before it in one run.
     #[arg(long)]
     baseline_bin: Option<PathBuf>,
     /// A Qdrant to measure instead of an embedded upstream (both URLs).
@@ -111,9 +111,19 @@ struct Args {
     /// With --pin-cpu: green's upstream on this CPU instead, a machine of
     /// its own, as dual writes and read modes meet it in production, while
     /// the client's path (load generator, proxies, blue) shares the pinned
-    /// CPU as in the passthrough runs.
+    /// CPU as in the passthrough runs. Blue then shares cutover's CPU, as
+    /// it would not in production: a dual write's copy to green waits
+    /// while blue, woken by its own copy, takes that CPU (see
+    /// docs/benchmarks.md); dual writes' medians are best compared unpinned.
     #[arg(long, requires = "pin_cpu")]
     green_cpu: Option<usize>,
+    /// Where the run keeps the embedded upstreams' data and the proxies'
+    /// configs, in a directory made for the run and removed after it; the
+    /// system's temporary directory unless given. A tmpfs (`/dev/shm`)
+    /// takes the machine's disk out of the comparison: every fsync returns
+    /// at once.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
     /// Where to write the table (results.md), JSON with every figure, and an
     /// SVG plot per protocol and operation.
     #[arg(long, default_value = "loadtest-results")]
@@ -148,7 +158,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.cutover_bin.display()
         );
     }
-    let dir = tempfile::tempdir()?;
+    let dir = match &args.data_dir {
+        Some(parent) => tempfile::tempdir_in(parent),
+        None => tempfile::tempdir(),
+    }?;
 
     // The upstream: embedded in its own process, or the one given.
     let (args_bin, pin_cpu) = (args.cutover_bin.clone(), args.pin_cpu);
@@ -205,7 +218,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     servers.push(passthrough);
     if let Some(bin) = &args.baseline_bin {
         let baseline = start_build(bin, "baseline", None)?;
-        targets.push(Target::proxy(BASELINE, &baseline)?);
+        targets.push(Target::proxy(
+            &format!("{}{BASELINE}", verdicts::PASSTHROUGH),
+            &baseline,
+        )?);
         servers.push(baseline);
     }
     // Dual writes and read modes: a second upstream as green, and cutover
@@ -277,6 +293,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let server = start_cutover(name, Some(route))?;
             targets.push(Target::proxy(label, &server)?);
             servers.push(server);
+            if let Some(bin) = &args.baseline_bin {
+                let server = start_build(bin, &format!("{name}-baseline"), Some(route))?;
+                targets.push(Target::proxy(&format!("{label}{BASELINE}"), &server)?);
+                servers.push(server);
+            }
         }
         green = Some(endpoint);
     }
@@ -398,12 +419,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let report = Report {
         title: format!(
-            "{} dims, top {}, {} points{}, mix {}",
+            "{} dims, top {}, {} points{}, mix {}{}",
             args.dim,
             args.top,
             args.points,
             if args.filter { ", filtered" } else { "" },
             mix.ops().map(|op| op.name()).collect::<Vec<_>>().join("+"),
+            match (&args.data_dir, &args.upstream_grpc) {
+                (Some(parent), None) => {
+                    format!("; the upstreams' data under {}", parent.display())
+                }
+                _ => String::new(),
+            },
         ),
         load: match model {
             LoadModel::Closed { clients } => format!("closed loop, {clients} clients"),

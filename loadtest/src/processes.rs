@@ -182,6 +182,7 @@ pub struct Endpoint {
 
 /// A route for one collection on blue and green, with its policy as TOML
 /// lines (e.g. `writes = "dual"`).
+#[derive(Clone, Copy)]
 pub struct RouteSpec<'a> {
     pub green: &'a Endpoint,
     pub collection: &'a str,
