@@ -275,6 +275,11 @@ pub fn replay_appended(route: &str, outcome: &'static str) {
         .increment(1);
 }
 
+/// How many appends one sync of the replay log covered.
+pub fn replay_append_batch(records: usize) {
+    histogram!("cutover_replay_append_batch_records").record(records as f64);
+}
+
 /// A replayed record its side applied, and how long the side took.
 pub fn replay_applied(route: &str, latency: Duration) {
     counter!("cutover_replay_applied_total", "route" => route.to_owned()).increment(1);

@@ -212,9 +212,16 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("replay log: {0}")]
 pub struct LogError(String);
+
+impl LogError {
+    /// The log's writer is gone: cutover is stopping.
+    pub fn stopped() -> LogError {
+        LogError("its writer has stopped".to_owned())
+    }
+}
 
 impl From<fjall::Error> for LogError {
     fn from(err: fjall::Error) -> Self {
@@ -392,26 +399,47 @@ impl ReplayLog {
         queues
     }
 
-    /// Appends a record behind the route's others; with `fsync = "always"`
-    /// it is on disk when this returns. Blocking: call off the async workers.
-    pub fn append(&self, queue: &RouteQueue, mut record: Record) -> Result<(), LogError> {
+    /// Appends records, each behind its route's others, in the order given;
+    /// with `fsync = "always"` they are on disk, with one sync for them all,
+    /// when this returns. One result per record. Blocking: call off the
+    /// async workers.
+    pub fn append_batch(&self, batch: Vec<(Arc<RouteQueue>, Record)>) -> Vec<Result<(), LogError>> {
+        let mut results: Vec<_> = batch
+            .into_iter()
+            .map(|(queue, record)| self.insert(&queue, record).map(|()| queue))
+            .collect();
+        if self.fsync == Fsync::Always
+            && results.iter().any(Result::is_ok)
+            && let Err(err) = self.db.persist(PersistMode::SyncData)
+        {
+            let failed = LogError::from(err);
+            for result in results.iter_mut().filter(|r| r.is_ok()) {
+                *result = Err(failed.clone());
+            }
+        }
+        results
+            .into_iter()
+            .map(|result| {
+                result.map(|queue| {
+                    queue.record_metrics();
+                    queue.wake.notify_one();
+                })
+            })
+            .collect()
+    }
+
+    /// Puts a record behind its route's others and counts it.
+    fn insert(&self, queue: &RouteQueue, mut record: Record) -> Result<(), LogError> {
         record.enqueued_ms = now_ms();
         let value = record.encode();
         let size = value.len() as u64;
-        {
-            let mut next = queue.next.lock();
-            self.records.insert(queue.key(*next), value)?;
-            *next += 1;
-            if queue.records.fetch_add(1, Ordering::AcqRel) == 0 {
-                queue.oldest_ms.store(record.enqueued_ms, Ordering::Release);
-            }
-            queue.bytes.fetch_add(size, Ordering::AcqRel);
+        let mut next = queue.next.lock();
+        self.records.insert(queue.key(*next), value)?;
+        *next += 1;
+        if queue.records.fetch_add(1, Ordering::AcqRel) == 0 {
+            queue.oldest_ms.store(record.enqueued_ms, Ordering::Release);
         }
-        if self.fsync == Fsync::Always {
-            self.db.persist(PersistMode::SyncData)?;
-        }
-        queue.record_metrics();
-        queue.wake.notify_one();
+        queue.bytes.fetch_add(size, Ordering::AcqRel);
         Ok(())
     }
 
@@ -521,10 +549,16 @@ mod tests {
         {
             let log = ReplayLog::open(dir.path(), Fsync::Always).unwrap();
             let (docs, other) = (log.queue("docs"), log.queue("docs2"));
-            for body in [&b"1"[..], b"2", b"3"] {
-                log.append(&docs, record(body)).unwrap();
-            }
-            log.append(&other, record(b"x")).unwrap();
+            // One batch, two routes: each route's records in the batch's order.
+            let batch = [
+                (&docs, &b"1"[..]),
+                (&other, b"x"),
+                (&docs, b"2"),
+                (&docs, b"3"),
+            ]
+            .map(|(queue, body)| (queue.clone(), record(body)));
+            let appended = log.append_batch(batch.into());
+            assert!(appended.iter().all(Result::is_ok), "{appended:?}");
             let head = log.head(&docs).unwrap().unwrap();
             assert_eq!(head.record.unwrap().body, "1");
             log.remove(&docs, head.seq, head.size).unwrap();
@@ -544,7 +578,10 @@ mod tests {
         assert_eq!(docs.bytes(), 0);
         assert_eq!(log.queue("docs2").records(), 1);
         // New records go after the old ones, not over them.
-        log.append(&docs, record(b"4")).unwrap();
+        log.append_batch(vec![(docs.clone(), record(b"4"))])
+            .pop()
+            .unwrap()
+            .unwrap();
         assert_eq!(log.head(&docs).unwrap().unwrap().record.unwrap().body, "4");
     }
 }

@@ -2,21 +2,27 @@
 //! side, oldest record first, one at a time, retrying with backoff. A record
 //! leaves the log only once its side has applied it; nothing is skipped.
 //! Operators pause, resume and drain it through the admin API.
+//!
+//! Appends go to one writer thread, which puts every append waiting for it
+//! in the log with one sync: while the disk is slow, writes behind the log
+//! wait together for one sync rather than a thread each for their own.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::replay_log::{Head, Record, ReplayLog, RouteQueue};
+use crate::replay_log::{Head, LogError, Record, ReplayLog, RouteQueue};
 use crate::upstream::Upstream;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The most appends one sync covers.
+const MAX_BATCH: usize = 1024;
 
 /// The log and the tasks that apply it.
 pub struct Replay {
@@ -24,6 +30,15 @@ pub struct Replay {
     upstreams: BTreeMap<String, Arc<Upstream>>,
     shutdown: watch::Receiver<bool>,
     tasks: Mutex<BTreeMap<String, JoinHandle<()>>>,
+    /// The writer thread's inbox; the thread ends when `Replay` is dropped.
+    appends: mpsc::Sender<Append>,
+}
+
+/// A record waiting for the writer thread, and who waits for it.
+struct Append {
+    queue: Arc<RouteQueue>,
+    record: Record,
+    done: oneshot::Sender<Result<(), LogError>>,
 }
 
 /// What went wrong with one record.
@@ -40,17 +55,23 @@ impl Replay {
         log: Arc<ReplayLog>,
         upstreams: BTreeMap<String, Arc<Upstream>>,
         shutdown: watch::Receiver<bool>,
-    ) -> Arc<Replay> {
+    ) -> std::io::Result<Arc<Replay>> {
+        let (appends, inbox) = mpsc::channel();
+        let writer = log.clone();
+        std::thread::Builder::new()
+            .name("replay-append".into())
+            .spawn(move || write_appends(&writer, &inbox))?;
         let replay = Arc::new(Replay {
             log,
             upstreams,
             shutdown,
             tasks: Mutex::new(BTreeMap::new()),
+            appends,
         });
         for queue in replay.log.queues() {
             replay.queue(&queue.route);
         }
-        replay
+        Ok(replay)
     }
 
     /// The route's queue, its replayer started on first use.
@@ -68,13 +89,21 @@ impl Replay {
     /// Appends a secondary write behind the route's log, on disk per the
     /// fsync policy before this returns.
     pub async fn append(&self, queue: &Arc<RouteQueue>, record: Record) -> Result<(), String> {
-        let (log, queue) = (self.log.clone(), queue.clone());
-        let route = queue.route.clone();
-        let result = tokio::task::spawn_blocking(move || log.append(&queue, record))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
-        crate::metrics::replay_appended(&route, if result.is_ok() { "ok" } else { "error" });
+        let (done, appended) = oneshot::channel();
+        let append = Append {
+            queue: queue.clone(),
+            record,
+            done,
+        };
+        let result = match self.appends.send(append) {
+            Ok(()) => appended
+                .await
+                .unwrap_or_else(|_| Err(LogError::stopped()))
+                .map_err(|e| e.to_string()),
+            Err(_) => Err(LogError::stopped().to_string()),
+        };
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        crate::metrics::replay_appended(&queue.route, outcome);
         result
     }
 
@@ -203,4 +232,82 @@ fn rand_below(n: u64) -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos() as u64);
     nanos % n.max(1)
+}
+
+/// The writer thread: each turn, every append waiting (up to `MAX_BATCH`)
+/// into the log with one sync, then each waiter told. Ends when the inbox
+/// closes.
+fn write_appends(log: &ReplayLog, inbox: &mpsc::Receiver<Append>) {
+    while let Ok(first) = inbox.recv() {
+        let batch: Vec<Append> = std::iter::once(first)
+            .chain(inbox.try_iter().take(MAX_BATCH - 1))
+            .collect();
+        crate::metrics::replay_append_batch(batch.len());
+        let (records, waiters): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .map(|a| ((a.queue, a.record), a.done))
+            .unzip();
+        for (done, result) in waiters.into_iter().zip(log.append_batch(records)) {
+            // A waiter that went away (its client hung up) needs no answer.
+            let _ = done.send(result);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hyper::Request;
+
+    use super::*;
+    use crate::replay_log::Fsync;
+
+    fn record(body: &str) -> Record {
+        let request = Request::builder()
+            .method("PUT")
+            .uri("/collections/docs/points")
+            .body(())
+            .unwrap();
+        let (parts, ()) = request.into_parts();
+        Record::new(
+            crate::upstream::Protocol::Rest,
+            "green",
+            &parts,
+            &parts.uri,
+            bytes::Bytes::copy_from_slice(body.as_bytes()),
+        )
+    }
+
+    #[test]
+    fn appends_waiting_together_are_all_written_in_order_and_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = ReplayLog::open(dir.path(), Fsync::Always).unwrap();
+        let queue = log.queue("docs");
+        let (appends, inbox) = mpsc::channel();
+        let mut answers = Vec::new();
+        for n in 0..50 {
+            let (done, answer) = oneshot::channel();
+            let append = Append {
+                queue: queue.clone(),
+                record: record(&n.to_string()),
+                done,
+            };
+            appends.send(append).unwrap();
+            answers.push(answer);
+        }
+        // A client that hung up while its write waited: the rest still land.
+        drop(answers.remove(7));
+        drop(appends);
+        write_appends(&log, &inbox);
+        for answer in answers {
+            answer.blocking_recv().unwrap().unwrap();
+        }
+        assert_eq!(queue.records(), 50);
+        let mut bodies = Vec::new();
+        while let Some(head) = log.head(&queue).unwrap() {
+            bodies.push(String::from_utf8(head.record.unwrap().body.to_vec()).unwrap());
+            log.remove(&queue, head.seq, head.size).unwrap();
+        }
+        let expected: Vec<String> = (0..50).map(|n: i32| n.to_string()).collect();
+        assert_eq!(bodies, expected);
+    }
 }

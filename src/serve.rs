@@ -65,7 +65,8 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     let replay_dir = config.replay_dir();
     let log = ReplayLog::open(&replay_dir, config.replay.fsync)
         .map_err(|e| StartError(format!("{}: {e}", replay_dir.display())))?;
-    let replay = Replay::start(Arc::new(log), upstreams.clone(), shutdown.subscribe());
+    let replay = Replay::start(Arc::new(log), upstreams.clone(), shutdown.subscribe())
+        .map_err(|e| StartError(format!("the replay log's writer thread: {e}")))?;
     let proxy = Arc::new(Proxy {
         default: upstreams[config.default_upstream.get_ref()].clone(),
         upstreams,
