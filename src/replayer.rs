@@ -95,13 +95,12 @@ impl Replay {
             record,
             done,
         };
-        let result = match self.appends.send(append) {
-            Ok(()) => appended
-                .await
-                .unwrap_or_else(|_| Err(LogError::stopped()))
-                .map_err(|e| e.to_string()),
-            Err(_) => Err(LogError::stopped().to_string()),
-        };
+        // A writer that is gone drops the append, and its `done` with it.
+        let _ = self.appends.send(append);
+        let result = appended
+            .await
+            .unwrap_or_else(|_| Err(LogError::stopped()))
+            .map_err(|e| e.to_string());
         let outcome = if result.is_ok() { "ok" } else { "error" };
         crate::metrics::replay_appended(&queue.route, outcome);
         result
@@ -239,14 +238,11 @@ fn rand_below(n: u64) -> u64 {
 /// closes.
 fn write_appends(log: &ReplayLog, inbox: &mpsc::Receiver<Append>) {
     while let Ok(first) = inbox.recv() {
-        let batch: Vec<Append> = std::iter::once(first)
+        let (records, waiters): (Vec<_>, Vec<_>) = std::iter::once(first)
             .chain(inbox.try_iter().take(MAX_BATCH - 1))
-            .collect();
-        crate::metrics::replay_append_batch(batch.len());
-        let (records, waiters): (Vec<_>, Vec<_>) = batch
-            .into_iter()
             .map(|a| ((a.queue, a.record), a.done))
             .unzip();
+        crate::metrics::replay_append_batch(records.len());
         for (done, result) in waiters.into_iter().zip(log.append_batch(records)) {
             // A waiter that went away (its client hung up) needs no answer.
             let _ = done.send(result);
