@@ -410,11 +410,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // What the shadows covered, as cutover itself counted it.
     let mut shadows = Vec::new();
     for target in &targets {
-        if let Some(report) = match &target.admin {
-            Some(admin) => processes::shadow_report(admin, &shape.collection).await?,
-            None => None,
-        } {
-            shadows.push((target.name.clone(), report));
+        let Some(admin) = &target.admin else { continue };
+        match processes::shadow_report(admin, &shape.collection).await {
+            Ok(Some(report)) => shadows.push((target.name.clone(), report)),
+            Ok(None) => {}
+            Err(err) => eprintln!(
+                "{}: no shadow report, its admin API did not answer: {err:#}",
+                target.name
+            ),
         }
     }
     let report = Report {

@@ -245,10 +245,19 @@ green = {{ upstream = "green", collection = "{collection}" }}
     Ok(path)
 }
 
+/// How long a cutover's admin API has to answer: a cutover that stalled
+/// must not keep the load test from ending and writing what it measured.
+const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A cutover's shadow report for `route`, from its admin API: `None` when
 /// the route mirrors nothing (no route, or not in shadow mode).
 pub async fn shadow_report(admin: &str, route: &str) -> anyhow::Result<Option<Value>> {
-    let response = reqwest::get(format!("{admin}/routes/{route}/shadow")).await?;
+    let response = reqwest::Client::builder()
+        .timeout(ADMIN_TIMEOUT)
+        .build()?
+        .get(format!("{admin}/routes/{route}/shadow"))
+        .send()
+        .await?;
     if response.status() == reqwest::StatusCode::NOT_FOUND {
         return Ok(None);
     }
@@ -291,6 +300,26 @@ mod tests {
         (0..libc::CPU_SETSIZE as usize)
             .filter(|cpu| unsafe { libc::CPU_ISSET(*cpu, &set) })
             .collect()
+    }
+
+    /// An admin API that accepts the connection and never answers (a
+    /// stalled cutover) is an error, not a load test that never ends.
+    #[tokio::test]
+    async fn a_shadow_report_that_never_comes_is_an_error() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = format!("http://{}", listener.local_addr().unwrap());
+        let _held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                open.push(stream);
+            }
+        });
+        let err = shadow_report(&admin, "loadtest").await.unwrap_err();
+        assert!(
+            err.downcast_ref::<reqwest::Error>()
+                .is_some_and(reqwest::Error::is_timeout),
+            "{err:#}"
+        );
     }
 
     /// The load generator's runtime threads start after the pin: they
