@@ -27,7 +27,7 @@ pub fn percentile_svg(
         .iter()
         .filter(|r| r.protocol == protocol)
         .filter_map(|r| {
-            let histogram = r.latency_us.get(&op)?;
+            let histogram = r.latency_us.get(&op).filter(|h| !h.is_empty())?;
             let points = (0..=80)
                 .map(|i| {
                     // x in "nines": 0.3 (50%) .. 4 (99.99%)

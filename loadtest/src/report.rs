@@ -211,6 +211,10 @@ impl Report {
                     Some(mib) => out.push_str(&format!(" {mib:.1} |")),
                     None => out.push_str(" |"),
                 }
+                if histogram.is_empty() {
+                    out.push_str(" | none answered | | | | |\n");
+                    continue;
+                }
                 match direct.map(|d| r.quantile_ms(*op, 0.5) - d.quantile_ms(*op, 0.5)) {
                     Some(added) => out.push_str(&format!(" {added:+.2}")),
                     None => out.push_str(" |"),
@@ -355,6 +359,47 @@ mod tests {
         let median = proxy.round_ratios(&direct, Op::Search).unwrap().median;
         assert!((median - 0.925).abs() < 1e-9, "{median}");
         assert!(rounds(&[]).round_ratios(&direct, Op::Search).is_none());
+    }
+
+    #[test]
+    fn a_target_that_answered_nothing_has_its_row_with_its_errors() {
+        let measured = |answered_us: &[u64], failed: u64| {
+            let mut histogram = Histogram::new_with_bounds(1, 60_000_000, 3).unwrap();
+            for us in answered_us {
+                histogram.record(*us).unwrap();
+            }
+            Measured {
+                latency_us: BTreeMap::from([(Op::Upsert, histogram)]),
+                errors: BTreeMap::from([(Op::Upsert, failed)]),
+                first_error: None,
+                elapsed: Duration::from_secs(1),
+            }
+        };
+        let mut direct = TargetResult::new(verdicts::DIRECT, Protocol::Grpc);
+        direct.add(measured(&[2_000], 0));
+        let mut stalled = TargetResult::new(verdicts::DUAL, Protocol::Grpc);
+        stalled.add(measured(&[], 3));
+        let report = Report {
+            title: "t".into(),
+            load: "open loop".into(),
+            pinning: "not pinned".into(),
+            results: vec![direct, stalled],
+            closed_loop: false,
+            shadows: Vec::new(),
+        };
+        let table = report.markdown();
+        let row = table
+            .lines()
+            .find(|l| l.contains("| cutover dual |"))
+            .unwrap_or_else(|| panic!("no row for the target that failed:\n{table}"));
+        assert_eq!(
+            row,
+            "| gRPC | upsert | cutover dual | 0 (x0.00) | x0.00 (0.00..0.00) | 3 | | | | none answered | | | | |"
+        );
+        assert!(
+            crate::plot::percentile_svg(&report.results[1..], Protocol::Grpc, Op::Upsert, "t")
+                .is_none()
+        );
     }
 
     #[test]

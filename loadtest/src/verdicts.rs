@@ -44,14 +44,20 @@ pub fn judge(results: &[TargetResult], closed_loop: bool) -> Vec<Verdict> {
         for &op in direct.latency_us.keys() {
             let p50 = |r: &TargetResult| r.quantile_ms(op, 0.5);
             let p99 = |r: &TargetResult| r.quantile_ms(op, 0.99);
-            let mut verdict = |goal, asked: String, got: String, met| {
+            // A goal is judged on `judged`'s answers: one whose requests
+            // went unanswered has not met it, whatever its answers show.
+            let mut verdict = |goal, judged: &TargetResult, asked: String, got: String, met| {
+                let failed = judged.errors.get(&op).copied().unwrap_or(0);
                 out.push(Verdict {
                     goal,
                     protocol,
                     op,
                     asked,
-                    got,
-                    met,
+                    got: match failed {
+                        0 => got,
+                        n => format!("{got}; {n} requests failed"),
+                    },
+                    met: met && failed == 0,
                 })
             };
             if let Some(pass) = find(PASSTHROUGH) {
@@ -61,6 +67,7 @@ pub fn judge(results: &[TargetResult], closed_loop: bool) -> Vec<Verdict> {
                     let ratio = shown(pass.throughput(op) / direct.throughput(op), 3);
                     verdict(
                         "passthrough throughput",
+                        pass,
                         "at least x0.95 direct's".into(),
                         format!("x{ratio:.3}"),
                         ratio >= 0.95,
@@ -70,6 +77,7 @@ pub fn judge(results: &[TargetResult], closed_loop: bool) -> Vec<Verdict> {
                     let ratio = shown(p99(pass) / p99(direct), 3);
                     verdict(
                         "passthrough p99",
+                        pass,
                         "at most x1.10 direct's".into(),
                         format!("x{ratio:.3}"),
                         ratio <= 1.10,
@@ -97,6 +105,7 @@ pub fn judge(results: &[TargetResult], closed_loop: bool) -> Vec<Verdict> {
                     };
                     verdict(
                         "latency a hop adds (p50)",
+                        pass,
                         format!("no more than nginx's, {theirs:+.2} ms"),
                         format!("{ours:+.2} ms{rounds}"),
                         ours <= theirs,
@@ -128,6 +137,7 @@ pub fn judge(results: &[TargetResult], closed_loop: bool) -> Vec<Verdict> {
                 }
                 verdict(
                     "dual-write p50",
+                    dual,
                     format!(
                         "at most x1.10 the slower side written alone through cutover ({slower:.2} ms)"
                     ),
@@ -145,6 +155,7 @@ pub fn judge(results: &[TargetResult], closed_loop: bool) -> Vec<Verdict> {
                 });
                 verdict(
                     "shadow 100%: the client's p99",
+                    shadow,
                     "at most x1.05 passthrough's".into(),
                     format!("x{ratio:.3}{own}"),
                     ratio <= 1.05,
@@ -348,6 +359,25 @@ mod tests {
         ];
         let verdicts = judge(&no_green_alone, false);
         assert!(verdicts.iter().all(|v| v.goal != "dual-write p50"));
+        // A dual write that answered nothing (every request timed out) has
+        // no median to speak of: missed, not met on an empty histogram.
+        let mut timed_out = TargetResult::new(DUAL, Protocol::Grpc);
+        timed_out.add(Measured {
+            latency_us: BTreeMap::new(),
+            errors: BTreeMap::from([(Op::Upsert, 4000)]),
+            first_error: Some("no answer within 10s".into()),
+            elapsed: Duration::from_secs(1),
+        });
+        let unanswered = [
+            target(DIRECT, Op::Upsert, 100, 0.9, 5.0),
+            target(PASSTHROUGH, Op::Upsert, 100, 1.0, 5.0),
+            target(GREEN_ONLY, Op::Upsert, 100, 1.25, 5.0),
+            timed_out,
+        ];
+        let verdicts = judge(&unanswered, false);
+        let dual = judged(&verdicts, "dual-write p50");
+        assert!(!dual.met, "{dual:?}");
+        assert!(dual.got.ends_with("; 4000 requests failed"), "{}", dual.got);
 
         let reads = [
             target(DIRECT, Op::Search, 100, 1.0, 4.0),

@@ -429,13 +429,11 @@ pub struct Measured {
 
 impl Measured {
     fn record(&mut self, op: Op, result: Result<Duration, String>) {
+        // Every operation tried has a histogram, empty when none answered,
+        // so a target that only failed still has its row in the report.
+        let latencies = self.latency_us.entry(op).or_insert_with(histogram);
         match result {
-            Ok(latency) => {
-                self.latency_us
-                    .entry(op)
-                    .or_insert_with(histogram)
-                    .saturating_record(latency.as_micros() as u64);
-            }
+            Ok(latency) => latencies.saturating_record(latency.as_micros() as u64),
             Err(err) => {
                 *self.errors.entry(op).or_default() += 1;
                 self.first_error.get_or_insert(err);
@@ -653,7 +651,10 @@ mod tests {
                     measured.elapsed
                 );
                 assert!(errors(&measured) >= 3, "{model:?}: {}", errors(&measured));
-                assert!(measured.latency_us.is_empty());
+                // Tried and never answered: its histogram is there, empty,
+                // so the report shows the target's row with its errors.
+                let searches = &measured.latency_us[&Op::Search];
+                assert!(searches.is_empty(), "{} answered", searches.len());
                 let first = measured.first_error.as_deref().unwrap();
                 assert!(first.contains("no answer within"), "{first}");
             }
