@@ -161,7 +161,8 @@ pub fn upstream_up(upstream: &str, up: bool) {
 }
 
 /// One side of a dual write and how it ended: `ok`, `error` (the side
-/// refused it) or `unreachable`.
+/// refused it), `unreachable`, `timeout`, `transform_failed`, or `queued`
+/// (put behind a non-empty replay log without being sent).
 pub fn dual_write(protocol: &'static str, route: &str, side: Side, outcome: &'static str) {
     counter!(
         "cutover_dual_writes_total",
