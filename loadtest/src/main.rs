@@ -415,7 +415,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             Ok(Some(report)) => shadows.push((target.name.clone(), report)),
             Ok(None) => {}
             Err(err) => eprintln!(
-                "{}: no shadow report, its admin API did not answer: {err:#}",
+                "{}: no shadow report from its admin API: {err:#}",
                 target.name
             ),
         }
