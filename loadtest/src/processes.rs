@@ -306,14 +306,7 @@ mod tests {
     /// stalled cutover) is an error, not a load test that never ends.
     #[tokio::test]
     async fn a_shadow_report_that_never_comes_is_an_error() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let admin = format!("http://{}", listener.local_addr().unwrap());
-        let _held = tokio::spawn(async move {
-            let mut open = Vec::new();
-            while let Ok((stream, _)) = listener.accept().await {
-                open.push(stream);
-            }
-        });
+        let (admin, _held) = crate::workload::tests::stalled_target().await;
         let err = shadow_report(&admin, "loadtest").await.unwrap_err();
         assert!(
             err.downcast_ref::<reqwest::Error>()

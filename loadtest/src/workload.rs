@@ -584,11 +584,12 @@ impl Run {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// A target that accepts connections and never answers: a stalled upstream.
-    async fn stalled_target() -> (String, tokio::task::JoinHandle<()>) {
+    /// A target that accepts connections and never answers: a stalled
+    /// upstream, or a stalled cutover's admin API.
+    pub(crate) async fn stalled_target() -> (String, tokio::task::JoinHandle<()>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let held = tokio::spawn(async move {
