@@ -407,8 +407,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
 
-    // What the shadows covered, as cutover itself counted it.
-    let mut shadows = Vec::new();
+    // What the shadows covered and how the dual writes ended, as cutover
+    // itself counted them.
+    let (mut shadows, mut writes) = (Vec::new(), Vec::new());
     for target in &targets {
         let Some(admin) = &target.admin else { continue };
         match processes::shadow_report(admin, &shape.collection).await {
@@ -418,6 +419,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 "{}: no shadow report from its admin API: {err:#}",
                 target.name
             ),
+        }
+        match processes::write_report(admin, &shape.collection).await {
+            Ok(Some(report)) => writes.push((target.name.clone(), report)),
+            Ok(None) => {}
+            Err(err) => eprintln!("{}: no metrics from its admin API: {err:#}", target.name),
         }
     }
     let report = Report {
@@ -451,6 +457,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         results: runs.into_iter().map(|(result, ..)| result).collect(),
         closed_loop: matches!(model, LoadModel::Closed { .. }),
         shadows,
+        writes,
     };
     let table = report.markdown();
     println!("{table}");

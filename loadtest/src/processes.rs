@@ -2,6 +2,7 @@
 //! an embedded Qdrant upstream and cutover in front of it. Optionally
 //! pinned to one CPU; killed when dropped, so a run always stops its servers.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -267,6 +268,71 @@ pub async fn shadow_report(admin: &str, route: &str) -> anyhow::Result<Option<Va
     Ok((seen > 0).then_some(body))
 }
 
+/// A dual-writing cutover's own count of `route`'s writes, from its
+/// `/metrics`: each side's outcomes by protocol (`ok`, `timeout`, `queued`
+/// behind the replay log, ...) and what its replay log took and applied;
+/// `None` when it dual-wrote nothing.
+pub async fn write_report(admin: &str, route: &str) -> anyhow::Result<Option<Value>> {
+    let text = reqwest::Client::builder()
+        .timeout(ADMIN_TIMEOUT)
+        .build()?
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    Ok(write_counts(&text, route))
+}
+
+/// `write_report`'s figures from a Prometheus text exposition.
+fn write_counts(metrics: &str, route: &str) -> Option<Value> {
+    let mut sides = serde_json::Map::new();
+    let mut replay = serde_json::Map::new();
+    for (name, labels, value) in metrics.lines().filter_map(sample) {
+        if labels.get("route") != Some(&route) {
+            continue;
+        }
+        let count = Value::from(value as u64);
+        match (name, labels.get("protocol"), labels.get("side")) {
+            ("cutover_dual_writes_total", Some(protocol), Some(side)) => {
+                let outcome = labels.get("outcome").copied().unwrap_or("unknown");
+                sides
+                    .entry(*protocol)
+                    .or_insert_with(|| serde_json::json!({}))[*side][outcome] = count;
+            }
+            ("cutover_replay_appended_total", ..) if labels.get("outcome") == Some(&"ok") => {
+                replay.insert("appended".into(), count);
+            }
+            ("cutover_replay_applied_total", ..) => {
+                replay.insert("applied".into(), count);
+            }
+            _ => {}
+        }
+    }
+    (!sides.is_empty()).then(|| serde_json::json!({ "sides": sides, "replay": replay }))
+}
+
+/// One sample line of a Prometheus text exposition: its name, its labels
+/// and its value. Label values with commas or escaped quotes, which
+/// cutover's own labels here never hold, are not parsed.
+fn sample(line: &str) -> Option<(&str, BTreeMap<&str, &str>, f64)> {
+    let (series, value) = line.rsplit_once(' ')?;
+    let (name, labels) = match series.split_once('{') {
+        Some((name, labels)) => (name, labels.strip_suffix('}')?),
+        None => (series, ""),
+    };
+    let labels = labels
+        .split(',')
+        .filter(|label| !label.is_empty())
+        .map(|label| {
+            let (key, value) = label.split_once('=')?;
+            Some((key, value.strip_prefix('"')?.strip_suffix('"')?))
+        })
+        .collect::<Option<_>>()?;
+    Some((name, labels, value.parse().ok()?))
+}
+
 /// The sum of a JSON object's counts (`{"full": 3, "too_large": 1}`: 4).
 pub fn total(counts: &Value) -> u64 {
     counts
@@ -313,6 +379,34 @@ mod tests {
                 .is_some_and(reqwest::Error::is_timeout),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn a_dual_writes_counts_are_read_from_its_metrics() {
+        let metrics = r#"# TYPE cutover_dual_writes_total counter
+cutover_dual_writes_total{protocol="grpc",route="loadtest",side="blue",outcome="ok"} 7200
+cutover_dual_writes_total{protocol="grpc",route="loadtest",side="green",outcome="ok"} 6061
+cutover_dual_writes_total{protocol="grpc",route="loadtest",side="green",outcome="timeout"} 139
+cutover_dual_writes_total{protocol="grpc",route="loadtest",side="green",outcome="queued"} 1000
+cutover_dual_writes_total{protocol="grpc",route="other",side="green",outcome="ok"} 5
+cutover_replay_appended_total{route="loadtest",outcome="ok"} 1139
+cutover_replay_appended_total{route="loadtest",outcome="error"} 1
+cutover_replay_applied_total{route="loadtest"} 1139
+cutover_replay_backlog_records 0
+"#;
+        assert_eq!(
+            write_counts(metrics, "loadtest"),
+            Some(serde_json::json!({
+                "sides": { "grpc": {
+                    "blue": { "ok": 7200 },
+                    "green": { "ok": 6061, "timeout": 139, "queued": 1000 },
+                } },
+                "replay": { "appended": 1139, "applied": 1139 },
+            }))
+        );
+        // A cutover that dual-wrote nothing on the route has no report.
+        assert_eq!(write_counts(metrics, "docs"), None);
+        assert_eq!(write_counts("", "loadtest"), None);
     }
 
     /// The load generator's runtime threads start after the pin: they

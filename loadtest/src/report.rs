@@ -165,6 +165,9 @@ pub struct Report {
     pub results: Vec<TargetResult>,
     /// Each shadowing cutover's own report: (target, `GET /routes/NAME/shadow`).
     pub shadows: Vec<(String, Value)>,
+    /// Each dual-writing cutover's count of its writes: (target,
+    /// `processes::write_report`).
+    pub writes: Vec<(String, Value)>,
 }
 
 impl Report {
@@ -251,6 +254,31 @@ impl Report {
                 ));
             }
         }
+        if !self.writes.is_empty() {
+            out.push_str("\nDual writes, as cutover counted them (warm-ups included; green's copies `queued` went behind the replay log unsent):\n\n| target | protocol | blue | green |\n|---|---|---|---|\n");
+            for (target, report) in &self.writes {
+                for (label, sides) in report["sides"].as_object().into_iter().flatten() {
+                    // cutover's label (`grpc`) as the table names it (`gRPC`).
+                    let protocol = [Protocol::Grpc, Protocol::Rest]
+                        .into_iter()
+                        .find(|p| p.name().eq_ignore_ascii_case(label))
+                        .map_or(label.as_str(), |p| p.name());
+                    out.push_str(&format!(
+                        "| {target} | {protocol} | {} | {} |\n",
+                        by_reason(&sides["blue"]),
+                        by_reason(&sides["green"]),
+                    ));
+                }
+            }
+            for (target, report) in &self.writes {
+                let count = |name| report["replay"][name].as_u64().unwrap_or(0);
+                out.push_str(&format!(
+                    "\n{target}'s replay log took {} of green's copies and applied {}.\n",
+                    count("appended"),
+                    count("applied"),
+                ));
+            }
+        }
         out.push_str(&verdicts::markdown(&self.verdicts()));
         out
     }
@@ -293,12 +321,18 @@ impl Report {
             .iter()
             .map(|(target, report)| json!({ "target": target, "shadow": report }))
             .collect();
+        let writes: Vec<Value> = self
+            .writes
+            .iter()
+            .map(|(target, report)| json!({ "target": target, "writes": report }))
+            .collect();
         json!({
             "title": self.title,
             "load": self.load,
             "pinning": self.pinning,
             "results": rows,
             "shadow_reports": shadows,
+            "write_reports": writes,
             "goals": verdicts::json(&self.verdicts()),
         })
     }
@@ -386,6 +420,7 @@ mod tests {
             results: vec![direct, stalled],
             closed_loop: false,
             shadows: Vec::new(),
+            writes: Vec::new(),
         };
         let table = report.markdown();
         let row = table
@@ -400,6 +435,40 @@ mod tests {
             crate::plot::percentile_svg(&report.results[1..], Protocol::Grpc, Op::Upsert, "t")
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_dual_writes_outcomes_and_replay_log_are_shown_as_cutover_counted_them() {
+        let report = Report {
+            title: "t".into(),
+            load: "open loop".into(),
+            pinning: "not pinned".into(),
+            results: Vec::new(),
+            closed_loop: false,
+            shadows: Vec::new(),
+            writes: vec![(
+                verdicts::DUAL.into(),
+                json!({
+                    "sides": { "grpc": {
+                        "blue": { "ok": 1200 },
+                        "green": { "ok": 1061, "queued": 100, "timeout": 39 },
+                    } },
+                    "replay": { "appended": 139, "applied": 139 },
+                }),
+            )],
+        };
+        let table = report.markdown();
+        assert!(
+            table.contains(
+                "| cutover dual | gRPC | 1200 (ok 1200) | 1200 (ok 1061, queued 100, timeout 39) |\n"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains("cutover dual's replay log took 139 of green's copies and applied 139."),
+            "{table}"
+        );
+        assert_eq!(report.json()["write_reports"][0]["target"], verdicts::DUAL);
     }
 
     #[test]
