@@ -16,6 +16,7 @@ use qdrant_edge::UpdateOperation;
 pub struct OpLog {
     file: File,
     records: usize,
+    bytes: u64,
 }
 
 impl OpLog {
@@ -24,6 +25,7 @@ impl OpLog {
         let pending = read_all(path)?;
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let log = OpLog {
+            bytes: file.metadata()?.len(),
             file,
             records: pending.len(),
         };
@@ -43,6 +45,7 @@ impl OpLog {
             self.file.sync_data()?;
         }
         self.records += 1;
+        self.bytes += record.len() as u64;
         Ok(())
     }
 
@@ -54,11 +57,17 @@ impl OpLog {
         self.records
     }
 
+    /// The log's size on disk, torn tail included.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
     /// Empties the log, once the engine has flushed everything it held.
     pub fn truncate(&mut self) -> io::Result<()> {
         self.file.set_len(0)?;
         self.file.sync_all()?;
         self.records = 0;
+        self.bytes = 0;
         Ok(())
     }
 }

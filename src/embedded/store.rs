@@ -29,8 +29,15 @@ use super::error::ApiError;
 use super::model::*;
 use super::oplog::OpLog;
 
-/// Writes applied between two flushes of a collection's engine segments.
+/// A collection's engine segments are flushed, and its operation log
+/// emptied, once the log holds this many writes or this many bytes,
+/// whichever comes first. The bytes bound keeps large writes from piling up
+/// hundreds of MiB to replay at the next open (a 768-dimension point is
+/// about 8 KiB of log) and from leaving one long flush of everything loaded
+/// to whichever write comes first after a bulk load; Qdrant's own WAL
+/// segments are 32 MiB.
 const CHECKPOINT_EVERY: usize = 4096;
+const CHECKPOINT_BYTES: u64 = 64 << 20;
 
 pub struct Store {
     root: PathBuf,
@@ -188,8 +195,11 @@ impl Collection {
     }
 
     fn checkpoint(&self, log: &mut OpLog) -> Result<(), ApiError> {
+        let (started, records, bytes) = (std::time::Instant::now(), log.records(), log.bytes());
         self.flush_shard()?;
-        log.truncate().map_err(io_error)
+        log.truncate().map_err(io_error)?;
+        tracing::debug!(collection = %self.name, records, bytes, elapsed = ?started.elapsed(), "checkpoint: segments flushed, operation log emptied");
+        Ok(())
     }
 
     /// `EdgeShard::flush` panics on an I/O error; this turns that into an error,
@@ -227,7 +237,7 @@ impl Collection {
         if wait {
             log.sync().map_err(io_error)?;
         }
-        if log.records() >= CHECKPOINT_EVERY {
+        if log.records() >= CHECKPOINT_EVERY || log.bytes() >= CHECKPOINT_BYTES {
             self.checkpoint(&mut log)?;
         }
         Ok(results)
