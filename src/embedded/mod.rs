@@ -101,6 +101,7 @@ impl EmbeddedUpstream {
                 api_key,
                 shutdown.subscribe(),
             )),
+            tokio::spawn(sync_logs(store.clone(), shutdown.subscribe())),
         ];
         tracing::info!(%grpc_addr, %rest_addr, data = %data_dir.display(), "embedded upstream listening");
         Ok(EmbeddedUpstream {
@@ -182,6 +183,21 @@ async fn serve_grpc(
         .await;
     if let Err(err) = result {
         tracing::error!(%err, "embedded gRPC server failed");
+    }
+}
+
+/// Syncs the collections' operation logs every [`store::LOG_SYNC_INTERVAL`]
+/// until stopped (the stop's checkpoint puts the rest on disk).
+async fn sync_logs(store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(store::LOG_SYNC_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let store = store.clone();
+        let _ = tokio::task::spawn_blocking(move || store.sync_logs()).await;
     }
 }
 

@@ -6,17 +6,24 @@
 //! acknowledged writes. This log closes that gap. A record is
 //! `len: u32 LE | crc32: u32 LE | JSON of the operation`; a torn or corrupt
 //! tail (a write cut by a crash, never acknowledged) ends the replay.
+//!
+//! As Qdrant's own WAL, a record is written before its write is answered
+//! (so it outlives the process) but put on disk by a periodic sync, not by
+//! each write: see [`OpLog::take_unsynced`].
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use qdrant_edge::UpdateOperation;
 
 pub struct OpLog {
-    file: File,
+    file: Arc<File>,
     records: usize,
     bytes: u64,
+    /// Records were written since the last [`OpLog::take_unsynced`].
+    unsynced: bool,
 }
 
 impl OpLog {
@@ -26,31 +33,33 @@ impl OpLog {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let log = OpLog {
             bytes: file.metadata()?.len(),
-            file,
+            file: Arc::new(file),
             records: pending.len(),
+            unsynced: false,
         };
         Ok((log, pending))
     }
 
-    /// Appends one operation; with `sync`, it is on disk when this returns.
-    pub fn append(&mut self, op: &UpdateOperation, sync: bool) -> io::Result<()> {
+    /// Appends one operation: it is in the kernel's hands when this returns,
+    /// so it outlives this process, and on disk after the next sync.
+    pub fn append(&mut self, op: &UpdateOperation) -> io::Result<()> {
         let body = serde_json::to_vec(op).map_err(io::Error::other)?;
         let len = u32::try_from(body.len()).map_err(io::Error::other)?;
         let mut record = Vec::with_capacity(body.len() + 8);
         record.extend_from_slice(&len.to_le_bytes());
         record.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
         record.extend_from_slice(&body);
-        self.file.write_all(&record)?;
-        if sync {
-            self.file.sync_data()?;
-        }
+        (&*self.file).write_all(&record)?;
         self.records += 1;
         self.bytes += record.len() as u64;
+        self.unsynced = true;
         Ok(())
     }
 
-    pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
+    /// The log's file, if records were written since the last call, for the
+    /// caller to sync without holding up the writes behind this log.
+    pub fn take_unsynced(&mut self) -> Option<Arc<File>> {
+        std::mem::take(&mut self.unsynced).then(|| self.file.clone())
     }
 
     pub fn records(&self) -> usize {
@@ -68,6 +77,7 @@ impl OpLog {
         self.file.sync_all()?;
         self.records = 0;
         self.bytes = 0;
+        self.unsynced = false;
         Ok(())
     }
 }
@@ -95,4 +105,51 @@ fn read_all(path: &Path) -> io::Result<Vec<UpdateOperation>> {
         ops.push(serde_json::from_slice(&body).map_err(io::Error::other)?);
     }
     Ok(ops)
+}
+
+#[cfg(test)]
+mod tests {
+    use qdrant_edge::{PointId, PointOperations};
+
+    use super::*;
+
+    fn delete(id: u64) -> UpdateOperation {
+        UpdateOperation::PointOperation(PointOperations::DeletePoints {
+            ids: vec![PointId::NumId(id)],
+        })
+    }
+
+    #[test]
+    fn a_write_is_handed_to_the_next_sync_once_and_kept_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oplog.bin");
+        let (mut log, pending) = OpLog::open(&path).unwrap();
+        assert!(pending.is_empty());
+        assert!(
+            log.take_unsynced().is_none(),
+            "nothing written, nothing to sync"
+        );
+
+        log.append(&delete(1)).unwrap();
+        log.append(&delete(2)).unwrap();
+        let file = log.take_unsynced().expect("two writes to sync");
+        file.sync_data().unwrap();
+        assert!(log.take_unsynced().is_none(), "synced once, not again");
+
+        log.append(&delete(3)).unwrap();
+        drop(log);
+        let (mut log, pending) = OpLog::open(&path).unwrap();
+        assert_eq!(
+            serde_json::to_value(&pending).unwrap(),
+            serde_json::to_value([delete(1), delete(2), delete(3)]).unwrap(),
+            "every appended write is replayed, the unsynced one included"
+        );
+
+        log.append(&delete(4)).unwrap();
+        log.truncate().unwrap();
+        assert!(
+            log.take_unsynced().is_none(),
+            "an emptied log has nothing to sync"
+        );
+    }
 }

@@ -39,6 +39,13 @@ use super::oplog::OpLog;
 const CHECKPOINT_EVERY: usize = 4096;
 const CHECKPOINT_BYTES: u64 = 64 << 20;
 
+/// How often the operation logs are synced to disk: a write is answered once
+/// it is logged and applied, as Qdrant answers once its WAL holds it and its
+/// segments applied it, and Qdrant's flush worker syncs the WAL every
+/// `flush_interval_sec` (5 by default). A write outlives a crash of the
+/// process at once, and of the machine within this interval.
+pub const LOG_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub struct Store {
     root: PathBuf,
     collections: RwLock<BTreeMap<String, Arc<Collection>>>,
@@ -134,6 +141,17 @@ impl Store {
         Ok(true)
     }
 
+    /// Puts every collection's logged writes on disk; run every
+    /// [`LOG_SYNC_INTERVAL`].
+    pub fn sync_logs(&self) {
+        let collections: Vec<_> = self.collections.read().values().cloned().collect();
+        for collection in collections {
+            if let Err(err) = collection.sync_log() {
+                tracing::error!(collection = %collection.name, %err, "operation log sync failed");
+            }
+        }
+    }
+
     /// Flushes every collection and empties its log: a clean shutdown.
     pub fn checkpoint_all(&self) {
         for collection in self.collections.read().values() {
@@ -202,6 +220,12 @@ impl Collection {
         Ok(())
     }
 
+    /// Syncs the log outside its lock, so that writes go on meanwhile.
+    fn sync_log(&self) -> std::io::Result<()> {
+        let unsynced = self.log.lock().take_unsynced();
+        unsynced.map_or(Ok(()), |file| file.sync_data())
+    }
+
     /// `EdgeShard::flush` panics on an I/O error; this turns that into an error,
     /// so a vanished data directory cannot abort the process from a destructor.
     fn flush_shard(&self) -> Result<(), ApiError> {
@@ -223,7 +247,7 @@ impl Collection {
         let mut log = self.log.lock();
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
-            log.append(&op, false).map_err(io_error)?;
+            log.append(&op).map_err(io_error)?;
             self.shard.update(op)?;
             results.push(UpdateResult {
                 operation_id: self.next_operation_id.fetch_add(1, Ordering::Relaxed),
@@ -233,9 +257,6 @@ impl Collection {
                     UpdateStatus::Acknowledged
                 },
             });
-        }
-        if wait {
-            log.sync().map_err(io_error)?;
         }
         if log.records() >= CHECKPOINT_EVERY || log.bytes() >= CHECKPOINT_BYTES {
             self.checkpoint(&mut log)?;
