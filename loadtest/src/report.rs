@@ -123,6 +123,30 @@ impl TargetResult {
         Spread::of(added.filter(|added| !added.is_nan()).collect())
     }
 
+    /// The median of the slower of two answers, one drawn from `self`'s
+    /// and one from `other`'s, each on its own: what a write to both would
+    /// take were the two sides independent and the fan-out free. The
+    /// slower of two is slower than either's median: it is at most `t`
+    /// only when both are, so its median is the `t` where the product of
+    /// the two shares at most `t` reaches one half.
+    pub fn slower_of_two_p50_ms(&self, other: &TargetResult, op: Op) -> Option<f64> {
+        let (a, b) = (self.latency_us.get(&op)?, other.latency_us.get(&op)?);
+        if a.is_empty() || b.is_empty() {
+            return None;
+        }
+        let both_within = |t: u64| a.quantile_below(t) * b.quantile_below(t) >= 0.5;
+        let (mut low, mut high) = (0, a.max().max(b.max()));
+        while low < high {
+            let mid = low + (high - low) / 2;
+            if both_within(mid) {
+                high = mid;
+            } else {
+                low = mid + 1;
+            }
+        }
+        Some(low as f64 / 1000.0)
+    }
+
     pub fn quantile_ms(&self, op: Op, q: f64) -> f64 {
         self.latency_us
             .get(&op)
@@ -363,6 +387,32 @@ mod tests {
             .round_throughput
             .insert(Op::Search, throughput.to_vec());
         result
+    }
+
+    /// A target whose upserts took each of `latencies_us` once.
+    fn answered(latencies_us: impl IntoIterator<Item = u64>) -> TargetResult {
+        let mut histogram = Histogram::new_with_bounds(1, 60_000_000, 3).unwrap();
+        for latency in latencies_us {
+            histogram.record(latency).unwrap();
+        }
+        let mut result = TargetResult::new("t", Protocol::Grpc);
+        result.latency_us.insert(Op::Upsert, histogram);
+        result
+    }
+
+    #[test]
+    fn the_slower_of_two_independent_sides_is_slower_than_either() {
+        let even = answered(1..=1000);
+        // Two sides spread evenly over 1 to 1000 µs: the slower of two is
+        // within t µs with chance (t/1000)², a half from t = 708 on.
+        assert_eq!(even.slower_of_two_p50_ms(&even, Op::Upsert), Some(0.708));
+        // Against a side that always answers first, the other's own median.
+        let quick = answered([50; 10]);
+        assert_eq!(even.slower_of_two_p50_ms(&quick, Op::Upsert), Some(0.5));
+        // A side that answered nothing has no median.
+        let none = answered([]);
+        assert_eq!(even.slower_of_two_p50_ms(&none, Op::Upsert), None);
+        assert_eq!(even.slower_of_two_p50_ms(&even, Op::Search), None);
     }
 
     #[test]
