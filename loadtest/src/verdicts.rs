@@ -140,6 +140,12 @@ pub fn judge(results: &[TargetResult], closed_loop: bool) -> Vec<Verdict> {
                             "; the application's own dual write, no proxy, against it: x{:.3}",
                             p50(both) / slower_direct
                         );
+                        if let Some(floor) = direct.slower_of_two_p50_ms(direct_green, op) {
+                            beside += &format!(
+                                " (its sides drawn independently: x{:.3})",
+                                floor / slower_direct
+                            );
+                        }
                     }
                 }
                 verdict(
@@ -353,7 +359,8 @@ mod tests {
             dual.got,
             "x1.200 (1.50 ms); the slower of one answer from each side alone, drawn \
              independently: 1.25 ms (x1.000); against the slower side direct (1.00 ms): \
-             x1.500; the application's own dual write, no proxy, against it: x1.100"
+             x1.500; the application's own dual write, no proxy, against it: x1.100 \
+             (its sides drawn independently: x1.000)"
         );
         assert!(!dual.met);
         // Within a tenth of the slower side: met.
