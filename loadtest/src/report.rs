@@ -144,7 +144,8 @@ impl TargetResult {
                 low = mid + 1;
             }
         }
-        Some(low as f64 / 1000.0)
+        // Shown as quantiles are: the highest value `low`'s bucket holds.
+        Some(a.highest_equivalent(low) as f64 / 1000.0)
     }
 
     pub fn quantile_ms(&self, op: Op, q: f64) -> f64 {
@@ -409,6 +410,11 @@ mod tests {
         // Against a side that always answers first, the other's own median.
         let quick = answered([50; 10]);
         assert_eq!(even.slower_of_two_p50_ms(&quick, Op::Upsert), Some(0.5));
+        // Never under the slower side's own median, as the histograms
+        // round it (to 3 significant digits: 4,500 µs is a bucket 4,500-4,503).
+        let slow = answered((1..=1000).map(|i| 4000 + i));
+        let floor = slow.slower_of_two_p50_ms(&quick, Op::Upsert).unwrap();
+        assert_eq!(floor, slow.quantile_ms(Op::Upsert, 0.5));
         // A side that answered nothing has no median.
         let none = answered([]);
         assert_eq!(even.slower_of_two_p50_ms(&none, Op::Upsert), None);
