@@ -4,8 +4,11 @@
 //! qdrant-edge 0.7.2 writes its own WAL but does not replay it on load, so a
 //! process killed before the engine flushed its segments would lose
 //! acknowledged writes. This log closes that gap. A record is
-//! `len: u32 LE | crc32: u32 LE | JSON of the operation`; a torn or corrupt
-//! tail (a write cut by a crash, never acknowledged) ends the replay.
+//! `len: u32 LE | crc32: u32 LE | CBOR of the operation` (Qdrant's WAL holds
+//! CBOR too: JSON, which builds before 2026-12-04 wrote and which is still
+//! read, spends more CPU printing a 768-float vector than the engine spends
+//! applying it); a torn or corrupt tail (a write cut by a crash, never
+//! acknowledged) ends the replay.
 //!
 //! As Qdrant's own WAL, a record is written before its write is answered
 //! (so it outlives the process) but put on disk by a periodic sync, not by
@@ -43,12 +46,13 @@ impl OpLog {
     /// Appends one operation: it is in the kernel's hands when this returns,
     /// so it outlives this process, and on disk after the next sync.
     pub fn append(&mut self, op: &UpdateOperation) -> io::Result<()> {
-        let body = serde_json::to_vec(op).map_err(io::Error::other)?;
+        let mut record = vec![0; 8];
+        ciborium::into_writer(op, &mut record).map_err(io::Error::other)?;
+        let body = &record[8..];
         let len = u32::try_from(body.len()).map_err(io::Error::other)?;
-        let mut record = Vec::with_capacity(body.len() + 8);
-        record.extend_from_slice(&len.to_le_bytes());
-        record.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        record.extend_from_slice(&body);
+        let crc = crc32fast::hash(body);
+        record[..4].copy_from_slice(&len.to_le_bytes());
+        record[4..8].copy_from_slice(&crc.to_le_bytes());
         (&*self.file).write_all(&record)?;
         self.records += 1;
         self.bytes += record.len() as u64;
@@ -102,9 +106,20 @@ fn read_all(path: &Path) -> io::Result<Vec<UpdateOperation>> {
             tracing::warn!(path = %path.display(), "operation log ends in a torn record; ignoring it");
             break;
         }
-        ops.push(serde_json::from_slice(&body).map_err(io::Error::other)?);
+        ops.push(decode(&body)?);
     }
     Ok(ops)
+}
+
+/// One record's operation: CBOR, or JSON from a build before 2026-12-04
+/// (a JSON operation is an object, `{`; no CBOR one starts with that byte,
+/// a text string whose length would need 8 bytes).
+fn decode(body: &[u8]) -> io::Result<UpdateOperation> {
+    if body.first() == Some(&b'{') {
+        serde_json::from_slice(body).map_err(io::Error::other)
+    } else {
+        ciborium::from_reader(body).map_err(io::Error::other)
+    }
 }
 
 #[cfg(test)]
@@ -150,6 +165,31 @@ mod tests {
         assert!(
             log.take_unsynced().is_none(),
             "an emptied log has nothing to sync"
+        );
+    }
+
+    #[test]
+    fn a_log_written_in_json_by_an_older_build_is_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oplog.bin");
+        let json = serde_json::to_vec(&delete(7)).unwrap();
+        let mut old = (json.len() as u32).to_le_bytes().to_vec();
+        old.extend_from_slice(&crc32fast::hash(&json).to_le_bytes());
+        old.extend_from_slice(&json);
+        std::fs::write(&path, old).unwrap();
+
+        let (mut log, pending) = OpLog::open(&path).unwrap();
+        log.append(&delete(8)).unwrap();
+        drop(log);
+        let (_, pending_after) = OpLog::open(&path).unwrap();
+        assert_eq!(
+            serde_json::to_value(&pending).unwrap(),
+            serde_json::to_value([delete(7)]).unwrap()
+        );
+        assert_eq!(
+            serde_json::to_value(&pending_after).unwrap(),
+            serde_json::to_value([delete(7), delete(8)]).unwrap(),
+            "the JSON record and the CBOR one after it"
         );
     }
 }
