@@ -250,25 +250,33 @@ async fn kill_9_loses_no_acknowledged_write() {
     process.kill_9();
 }
 
-/// A bulk load flushes the engine as it goes: 9,000 points of 768
-/// dimensions are about 75 MB of operation log, which stays under its
-/// 64 MiB bound; and a `kill -9` after it loses nothing, neither what was
-/// flushed nor the writes logged since.
+/// A bulk load flushes the engine as it goes: 20,000 points of 768
+/// dimensions are about 78 MB of operation log (768 CBOR floats of 5 bytes
+/// a point), which stays under its 64 MiB bound; and a `kill -9` after it
+/// loses nothing, neither what was flushed nor the writes logged since.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bulk_load_is_checkpointed_as_it_goes_and_survives_kill_9() {
     const BIG: usize = 768;
     let dir = tempfile::tempdir().unwrap();
-    let points = dataset(9010, BIG, 41);
-    let (bulk, after) = points.split_at(9000);
+    let points = dataset(20_010, BIG, 41);
+    let (bulk, after) = points.split_at(20_000);
 
     let process = Process::start(dir.path());
     let client = Qdrant::from_url(&process.grpc_url).build().unwrap();
     create(&client, "bulk", BIG).await;
-    for chunk in bulk.chunks(500) {
+    let log = dir.path().join("collections/bulk/oplog.bin");
+    let logged = || std::fs::metadata(&log).unwrap().len();
+    let chunks: Vec<_> = bulk.chunks(500).collect();
+    upsert(&client, "bulk", chunks[0]).await;
+    let whole_load = logged() * chunks.len() as u64;
+    assert!(
+        whole_load > 64 << 20,
+        "the load, {whole_load} bytes of log, must outgrow the bound to test it"
+    );
+    for chunk in &chunks[1..] {
         upsert(&client, "bulk", chunk).await;
     }
-    let log = dir.path().join("collections/bulk/oplog.bin");
-    let bytes = std::fs::metadata(&log).unwrap().len();
+    let bytes = logged();
     assert!(bytes < 64 << 20, "the operation log holds {bytes} bytes");
     // Written after the checkpoint: in the log only when the process dies.
     upsert(&client, "bulk", after).await;

@@ -5,10 +5,10 @@
 //! process killed before the engine flushed its segments would lose
 //! acknowledged writes. This log closes that gap. A record is
 //! `len: u32 LE | crc32: u32 LE | CBOR of the operation` (Qdrant's WAL holds
-//! CBOR too: JSON, which builds before 2026-12-04 wrote and which is still
-//! read, spends more CPU printing a 768-float vector than the engine spends
-//! applying it); a torn or corrupt tail (a write cut by a crash, never
-//! acknowledged) ends the replay.
+//! CBOR too; JSON, which builds before 2026-12-04 wrote and which is still
+//! read, spent 15% of the upstream's CPU under upserts printing floats); a
+//! torn or corrupt tail (a write cut by a crash, never acknowledged) ends the
+//! replay.
 //!
 //! As Qdrant's own WAL, a record is written before its write is answered
 //! (so it outlives the process) but put on disk by a periodic sync, not by
