@@ -197,7 +197,9 @@ async fn sync_logs(store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
         let store = store.clone();
-        let _ = tokio::task::spawn_blocking(move || store.sync_logs()).await;
+        if let Err(err) = tokio::task::spawn_blocking(move || store.sync_logs()).await {
+            tracing::error!(%err, "operation log sync did not finish");
+        }
     }
 }
 
