@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 
-use processes::{Endpoint, RouteSpec, Server};
+use processes::{Cpus, Endpoint, RouteSpec, Server};
 use report::{Report, TargetResult};
 use workload::{Client, LoadModel, Mix, Pairing, Protocol, Run, Shape};
 
@@ -104,19 +104,26 @@ struct Args {
     /// and sending each read's copy to green itself, off the measured path.
     #[arg(long)]
     reads: bool,
-    /// Pin every process (upstream, proxies, this one) to this CPU, so that
-    /// cross-CPU wake-ups do not blur the tails. Without it, read medians.
-    #[arg(long)]
-    pin_cpu: Option<usize>,
-    /// With --pin-cpu: green's upstream on this CPU instead, a machine of
-    /// its own, as dual writes and read modes meet it in production, while
-    /// the client's path (load generator, proxies, blue) shares the pinned
-    /// CPU as in the passthrough runs. Blue then shares cutover's CPU, as
-    /// it would not in production: a dual write's copy to green waits
-    /// while blue, woken by its own copy, takes that CPU (see
-    /// docs/benchmarks.md); dual writes' medians are best compared unpinned.
-    #[arg(long, requires = "pin_cpu")]
-    green_cpu: Option<usize>,
+    /// Pin every process (upstreams, proxies, this one) to these CPUs (a
+    /// list as taskset takes it: `0`, `0-1`), so that cross-CPU wake-ups
+    /// do not blur the tails: one CPU for that. Without it, read medians.
+    #[arg(long, value_name = "CPUS")]
+    pin_cpu: Option<Cpus>,
+    /// Blue's upstream on these CPUs instead (pinned even without
+    /// --pin-cpu): with --green-cpu, each side on CPUs of its own, as
+    /// dual writes and read modes meet them in production, where the two
+    /// sides and the client's path (load generator, proxies) are other
+    /// machines. On a machine with CPUs enough for all three, e.g.
+    /// `--pin-cpu 0-1 --blue-cpu 2-3 --green-cpu 4-5`.
+    #[arg(long, value_name = "CPUS")]
+    blue_cpu: Option<Cpus>,
+    /// Green's upstream on these CPUs instead (pinned even without
+    /// --pin-cpu). With --pin-cpu and no --blue-cpu, blue shares the
+    /// client path's CPUs, as it would not in production: a dual write's
+    /// copy to green waits while blue, woken by its own copy, takes that
+    /// CPU (see docs/benchmarks.md).
+    #[arg(long, value_name = "CPUS")]
+    green_cpu: Option<Cpus>,
     /// Where the run keeps the embedded upstreams' data and the proxies'
     /// configs, in a directory made for the run and removed after it; the
     /// system's temporary directory unless given. A tmpfs (`/dev/shm`)
@@ -135,9 +142,9 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    // Pinned before the runtime starts, so its threads inherit the CPU.
-    if let Some(cpu) = args.pin_cpu {
-        processes::pin_self(cpu)?;
+    // Pinned before the runtime starts, so its threads inherit the CPUs.
+    if let Some(cpus) = &args.pin_cpu {
+        processes::pin_self(cpus)?;
     }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -164,10 +171,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }?;
 
     // The upstream: embedded in its own process, or the one given.
-    let (args_bin, pin_cpu) = (args.cutover_bin.clone(), args.pin_cpu);
+    let (args_bin, pin_cpu) = (args.cutover_bin.clone(), args.pin_cpu.as_ref());
     let upstream_cpu = |label: &str| match label {
-        "green" => args.green_cpu.or(pin_cpu),
-        _ => pin_cpu,
+        "green" => args.green_cpu.as_ref().or(pin_cpu),
+        _ => args.blue_cpu.as_ref().or(pin_cpu),
     };
     let start_embedded = |label: &str| -> anyhow::Result<(Server, Endpoint)> {
         let data = dir.path().join(label).display().to_string();
@@ -308,8 +315,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             rest: port_of(&blue.rest)?,
         };
         for peer in [
-            peers::nginx(dir.path(), &ports, args.pin_cpu)?,
-            peers::envoy(dir.path(), &ports, args.pin_cpu)?,
+            peers::nginx(dir.path(), &ports, pin_cpu)?,
+            peers::envoy(dir.path(), &ports, pin_cpu)?,
         ]
         .into_iter()
         .flatten()
@@ -447,13 +454,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 format!("open loop, {rate} req/s, latency from the intended send time")
             }
         },
-        pinning: match (args.pin_cpu, args.green_cpu) {
-            (Some(cpu), Some(green_cpu)) if green.is_some() && green_cpu != cpu => format!(
-                "every process pinned to CPU {cpu} but green's upstream, on CPU {green_cpu}: tails comparable"
-            ),
-            (Some(cpu), _) => format!("every process pinned to CPU {cpu}: tails comparable"),
-            (None, _) => "processes not pinned: compare medians".to_owned(),
-        },
+        pinning: processes::pinning(
+            pin_cpu,
+            args.blue_cpu.as_ref().filter(|_| args.upstream_grpc.is_none()),
+            args.green_cpu.as_ref().filter(|_| green.is_some()),
+        ),
         results: runs.into_iter().map(|(result, ..)| result).collect(),
         closed_loop: matches!(model, LoadModel::Closed { .. }),
         shadows,

