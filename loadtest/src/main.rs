@@ -456,7 +456,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
         pinning: processes::pinning(
             pin_cpu,
-            args.blue_cpu.as_ref().filter(|_| args.upstream_grpc.is_none()),
+            args.blue_cpu
+                .as_ref()
+                .filter(|_| args.upstream_grpc.is_none()),
             args.green_cpu.as_ref().filter(|_| green.is_some()),
         ),
         results: runs.into_iter().map(|(result, ..)| result).collect(),
