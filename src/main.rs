@@ -29,6 +29,8 @@ enum Command {
     Serve {
         #[arg(long, default_value = "config/quickstart.toml")]
         config: PathBuf,
+        #[command(flatten)]
+        runtime: Runtime,
     },
     /// Check a config file and exit: the same checks `serve` makes at start.
     CheckConfig {
@@ -49,12 +51,32 @@ enum Command {
         /// Require this environment variable's value as the API key, as Qdrant's `service.api_key` does.
         #[arg(long)]
         api_key_env: Option<String>,
+        #[command(flatten)]
+        runtime: Runtime,
     },
 }
 
+/// The threads that serve requests.
+#[derive(clap::Args, Clone, Copy)]
+struct Runtime {
+    /// Threads serving requests: 1 runs every connection on one thread
+    /// (fewer hand-offs between threads, less CPU per request, where
+    /// cutover shares a few CPUs with other work); by default one per CPU
+    /// the process may use (one thread if that is one).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    worker_threads: Option<u16>,
+}
+
 fn main() -> std::process::ExitCode {
-    let outcome = match runtime() {
-        Ok(runtime) => runtime.block_on(run()),
+    let cli = Cli::parse();
+    let threads = match &cli.command {
+        Command::Serve { runtime, .. } | Command::Embedded { runtime, .. } => {
+            runtime.worker_threads
+        }
+        Command::CheckConfig { .. } => None,
+    };
+    let outcome = match runtime(threads.map(usize::from)) {
+        Ok(runtime) => runtime.block_on(run(cli)),
         Err(err) => Err(anyhow::Error::new(err).context("could not start the async runtime")),
     };
     match outcome {
@@ -66,21 +88,26 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// The async runtime: one thread where the process may use only one CPU
-/// (pinned with taskset, or a container's quota), as a multi-threaded
-/// scheduler's hand-offs between threads buy nothing there and cost CPU on
-/// every wake-up; a thread per CPU otherwise.
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    let one_cpu = std::thread::available_parallelism().is_ok_and(|cpus| cpus.get() == 1);
-    let mut builder = if one_cpu {
+/// The async runtime, with `threads` workers if given, else one per CPU
+/// the process may use (pinned with taskset, or a container's quota). One
+/// worker is a single-threaded runtime: a multi-threaded scheduler's
+/// hand-offs between threads buy nothing there and cost CPU on every
+/// wake-up.
+fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let threads = threads
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(1);
+    let mut builder = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
-        tokio::runtime::Builder::new_multi_thread()
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
     };
     builder.enable_all().build()
 }
 
-async fn run() -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -90,8 +117,8 @@ async fn run() -> anyhow::Result<()> {
         // (and every request's span is formatted in half the time).
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    match Cli::parse().command {
-        Command::Serve { config: path } => {
+    match cli.command {
+        Command::Serve { config: path, .. } => {
             let config = Config::load(&path)?;
             let running = cutover::serve::start(config, Some(path)).await?;
             println!(
@@ -121,6 +148,7 @@ async fn run() -> anyhow::Result<()> {
             grpc,
             rest,
             api_key_env,
+            ..
         } => {
             let api_key = api_key_env
                 .map(|var| {

@@ -102,8 +102,9 @@ pub fn upstream_latency(protocol: Protocol, side: Option<Side>, elapsed: Duratio
         .record(elapsed.as_secs_f64());
 }
 
-/// The async runtime cutover chose (src/main.rs): `current_thread` where the
-/// process may use only one CPU, `multi_thread` with a worker per CPU otherwise.
+/// The async runtime cutover chose (src/main.rs): `current_thread` for one
+/// worker (`--worker-threads 1`, or a process that may use only one CPU),
+/// `multi_thread` with its workers otherwise.
 pub fn runtime(handle: &tokio::runtime::Handle) {
     let flavor = match handle.runtime_flavor() {
         tokio::runtime::RuntimeFlavor::CurrentThread => "current_thread",

@@ -529,7 +529,7 @@ struct Process {
 
 impl Process {
     fn spawn(config: &std::path::Path) -> Process {
-        let served = spawn_serve(config, None);
+        let served = spawn_serve(config, None, &[]);
         let app = App::new(
             &format!("http://{}", served.grpc),
             &format!("http://{}", served.rest),

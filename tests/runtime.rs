@@ -1,6 +1,7 @@
 //! The binary's async runtime, as `cutover_runtime_worker_threads` reports
 //! it: a single-threaded one where cutover may use only one CPU (pinned with
-//! taskset), a worker per CPU otherwise; serving either way.
+//! taskset) or is given one worker, a worker per CPU by default, as many
+//! as it is given otherwise; serving every way.
 
 mod common;
 
@@ -8,7 +9,7 @@ use common::*;
 use qdrant_client::Qdrant;
 
 #[tokio::test]
-async fn one_cpu_gets_one_runtime_thread_and_more_get_one_each() {
+async fn the_runtime_has_a_worker_per_cpu_it_may_use_or_as_many_as_it_is_given() {
     let blue = start_upstream().await;
     let green = start_upstream().await;
     let dir = tempfile::tempdir().unwrap();
@@ -21,13 +22,19 @@ async fn one_cpu_gets_one_runtime_thread_and_more_get_one_each() {
     } else {
         "multi_thread"
     };
-    for (cpu, flavor, threads) in [(Some(0), "current_thread", 1), (None, many, cpus)] {
-        let served = spawn_serve(&config, cpu);
+    let runs: [(Option<usize>, &[&str], &str, usize); 4] = [
+        (Some(0), &[], "current_thread", 1),
+        (None, &[], many, cpus),
+        (None, &["--worker-threads", "1"], "current_thread", 1),
+        (Some(0), &["--worker-threads", "3"], "multi_thread", 3),
+    ];
+    for (cpu, options, flavor, threads) in runs {
+        let served = spawn_serve(&config, cpu, options);
         let client = Qdrant::from_url(&format!("http://{}", served.grpc))
             .build()
             .unwrap();
         let listed = client.list_collections().await;
-        assert!(listed.is_ok(), "pinned to {cpu:?}: {listed:?}");
+        assert!(listed.is_ok(), "pinned to {cpu:?}, {options:?}: {listed:?}");
         let gauge = format!("cutover_runtime_worker_threads{{flavor=\"{flavor}\"}} {threads}\n");
         assert_metrics_contain(&served.admin, &[&gauge]).await;
     }

@@ -109,6 +109,13 @@ struct Args {
     /// do not blur the tails: one CPU for that. Without it, read medians.
     #[arg(long, value_name = "CPUS")]
     pin_cpu: Option<Cpus>,
+    /// Worker threads of every proxy measured: cutover's
+    /// `--worker-threads`, nginx's `worker_processes`, Envoy's
+    /// `--concurrency`. Without it nginx and Envoy run one, and cutover
+    /// its own default (one per CPU it may use); a `--baseline-bin` build
+    /// older than `--worker-threads` needs it left out.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    proxy_threads: Option<u16>,
     /// Blue's upstream on these CPUs instead (pinned even without
     /// --pin-cpu): with --green-cpu, each side on CPUs of its own, as
     /// dual writes and read modes meet them in production, where the two
@@ -207,14 +214,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
             endpoint
         }
     };
+    let threads = args.proxy_threads.map(|n| n.to_string());
     let start_build = |bin: &Path, name: &str, route: Option<RouteSpec>| {
         let config = processes::cutover_config(dir.path(), name, &blue, route)?;
-        Server::start(
-            bin,
-            &["serve", "--config", &config.display().to_string()],
-            pin_cpu,
-        )
-        .with_context(|| format!("starting cutover ({name})"))
+        let config = config.display().to_string();
+        let mut command = vec!["serve", "--config", &config];
+        if let Some(threads) = &threads {
+            command.extend(["--worker-threads", threads]);
+        }
+        Server::start(bin, &command, pin_cpu).with_context(|| format!("starting cutover ({name})"))
     };
     let start_cutover = |name: &str, route| start_build(&args_bin, name, route);
     let passthrough = start_cutover("passthrough", None)?;
@@ -315,8 +323,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             rest: port_of(&blue.rest)?,
         };
         for peer in [
-            peers::nginx(dir.path(), &ports, pin_cpu)?,
-            peers::envoy(dir.path(), &ports, pin_cpu)?,
+            peers::nginx(dir.path(), &ports, pin_cpu, args.proxy_threads.unwrap_or(1))?,
+            peers::envoy(dir.path(), &ports, pin_cpu, args.proxy_threads.unwrap_or(1))?,
         ]
         .into_iter()
         .flatten()
@@ -448,12 +456,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 _ => String::new(),
             },
         ),
-        load: match model {
-            LoadModel::Closed { clients } => format!("closed loop, {clients} clients"),
-            LoadModel::Open { rate } => {
-                format!("open loop, {rate} req/s, latency from the intended send time")
+        load: format!(
+            "{}; {}",
+            match model {
+                LoadModel::Closed { clients } => format!("closed loop, {clients} clients"),
+                LoadModel::Open { rate } => {
+                    format!("open loop, {rate} req/s, latency from the intended send time")
+                }
+            },
+            match args.proxy_threads {
+                Some(1) => "every proxy with one worker thread".to_owned(),
+                Some(n) => format!("every proxy with {n} worker threads"),
+                None => "cutover with a worker thread per CPU it may use, nginx and Envoy one"
+                    .to_owned(),
             }
-        },
+        ),
         pinning: processes::pinning(
             pin_cpu,
             args.blue_cpu

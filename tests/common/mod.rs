@@ -389,10 +389,10 @@ pub struct Served {
     pub admin: String,
 }
 
-/// Starts `serve` on `config`, pinned to `cpu` (through taskset) if given,
-/// and reads the address line it prints ("cutover: gRPC ADDR REST ADDR
+/// Starts `serve` on `config` with `options`, pinned to `cpu` (through
+/// taskset) if given, and reads the address line it prints ("cutover: gRPC ADDR REST ADDR
 /// admin URL").
-pub fn spawn_serve(config: &std::path::Path, cpu: Option<usize>) -> Served {
+pub fn spawn_serve(config: &std::path::Path, cpu: Option<usize>, options: &[&str]) -> Served {
     use std::io::BufRead;
     let binary = env!("CARGO_BIN_EXE_cutover");
     let mut command = match cpu {
@@ -406,6 +406,7 @@ pub fn spawn_serve(config: &std::path::Path, cpu: Option<usize>) -> Served {
     let mut child = command
         .args(["serve", "--config"])
         .arg(config)
+        .args(options)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
