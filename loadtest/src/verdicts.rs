@@ -122,11 +122,15 @@ pub fn judge(results: &[TargetResult], closed_loop: bool) -> Vec<Verdict> {
                 let slower = p50(blue).max(p50(green));
                 let ratio = shown(p50(dual) / slower, 3);
                 let mut beside = String::new();
+                // What writing both costs above what two independent
+                // sides would: cutover's fan-out, and (below) the
+                // application's own, on the same machine.
                 if let Some(floor) = blue.slower_of_two_p50_ms(green, op) {
                     beside += &format!(
                         "; the slower of one answer from each side alone, drawn independently: \
-                         {floor:.2} ms (x{:.3})",
-                        floor / slower
+                         {floor:.2} ms (x{:.3}; the dual write {:+.2} ms above it)",
+                        floor / slower,
+                        p50(dual) - floor
                     );
                 }
                 if let Some(direct_green) = find(DIRECT_GREEN) {
@@ -142,8 +146,9 @@ pub fn judge(results: &[TargetResult], closed_loop: bool) -> Vec<Verdict> {
                         );
                         if let Some(floor) = direct.slower_of_two_p50_ms(direct_green, op) {
                             beside += &format!(
-                                " (its sides drawn independently: x{:.3})",
-                                floor / slower_direct
+                                " (its sides drawn independently: x{:.3}; {:+.2} ms above them)",
+                                floor / slower_direct,
+                                p50(both) - floor
                             );
                         }
                     }
@@ -358,9 +363,10 @@ mod tests {
         assert_eq!(
             dual.got,
             "x1.200 (1.50 ms); the slower of one answer from each side alone, drawn \
-             independently: 1.25 ms (x1.000); against the slower side direct (1.00 ms): \
-             x1.500; the application's own dual write, no proxy, against it: x1.100 \
-             (its sides drawn independently: x1.000)"
+             independently: 1.25 ms (x1.000; the dual write +0.25 ms above it); against \
+             the slower side direct (1.00 ms): x1.500; the application's own dual write, \
+             no proxy, against it: x1.100 (its sides drawn independently: x1.000; +0.10 ms \
+             above them)"
         );
         assert!(!dual.met);
         // Within a tenth of the slower side: met.
