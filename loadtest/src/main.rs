@@ -322,9 +322,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             grpc: port_of(&blue.grpc)?,
             rest: port_of(&blue.rest)?,
         };
+        let workers = args.proxy_threads.unwrap_or(1);
         for peer in [
-            peers::nginx(dir.path(), &ports, pin_cpu, args.proxy_threads.unwrap_or(1))?,
-            peers::envoy(dir.path(), &ports, pin_cpu, args.proxy_threads.unwrap_or(1))?,
+            peers::nginx(dir.path(), &ports, pin_cpu, workers)?,
+            peers::envoy(dir.path(), &ports, pin_cpu, workers)?,
         ]
         .into_iter()
         .flatten()

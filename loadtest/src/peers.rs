@@ -72,9 +72,10 @@ fn wait_listening(port: u16, child: &mut Child, name: &str) -> anyhow::Result<()
     bail!("{name} did not listen on {port} within 15 s")
 }
 
-/// nginx: `workers` worker processes; upstream keepalive; `keepalive_requests` raised (its
-/// default closes an HTTP/2 connection after 1,000 streams); request
-/// buffering off (buffered POST bodies meet delayed ACKs, about 40 ms here).
+/// nginx: `workers` worker processes; upstream keepalive;
+/// `keepalive_requests` raised (its default closes an HTTP/2 connection
+/// after 1,000 streams); request buffering off (buffered POST bodies meet
+/// delayed ACKs, about 40 ms here).
 pub fn nginx(
     dir: &Path,
     upstream: &UpstreamPorts,
@@ -146,8 +147,8 @@ http {{
     }))
 }
 
-/// Envoy: `workers` worker threads; HTTP/2 to the gRPC upstream, HTTP/1.1 to REST;
-/// no route timeout.
+/// Envoy: `workers` worker threads; HTTP/2 to the gRPC upstream, HTTP/1.1
+/// to REST; no route timeout.
 pub fn envoy(
     dir: &Path,
     upstream: &UpstreamPorts,

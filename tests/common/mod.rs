@@ -390,8 +390,8 @@ pub struct Served {
 }
 
 /// Starts `serve` on `config` with `options`, pinned to `cpu` (through
-/// taskset) if given, and reads the address line it prints ("cutover: gRPC ADDR REST ADDR
-/// admin URL").
+/// taskset) if given, and reads the address line it prints ("cutover:
+/// gRPC ADDR REST ADDR admin URL").
 pub fn spawn_serve(config: &std::path::Path, cpu: Option<usize>, options: &[&str]) -> Served {
     use std::io::BufRead;
     let binary = env!("CARGO_BIN_EXE_cutover");
